@@ -31,10 +31,9 @@ def keep_track(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _opened(dbapi_conn: Any, record: Any) -> None:
-        # From the handshake (MySQL's thread id, PostgreSQL's backend pid): no round trip.
-        info = getattr(dbapi_conn, "info", None)
-        pid = getattr(info, "backend_pid", None)
-        session = int(pid if pid is not None else dbapi_conn.thread_id())
+        session = session_id(dbapi_conn)
+        if session is None:
+            return
         record.info[_KEY] = session
         with _LOCK:
             _OPEN.setdefault(server, set()).add(session)
@@ -44,6 +43,21 @@ def keep_track(engine: Engine) -> None:
         session = record.info.pop(_KEY, None)
         with _LOCK:
             _OPEN.get(server, set()).discard(session)
+
+
+def session_id(dbapi: Any) -> int | None:
+    """The server's id of a DBAPI connection's session, read from the driver without a
+    round trip: psycopg's backend pid, PyMySQL's thread id; None for any other."""
+    pid = getattr(getattr(dbapi, "info", None), "backend_pid", None)
+    if isinstance(pid, int):
+        return pid
+    thread_id = getattr(dbapi, "thread_id", None)
+    if callable(thread_id):
+        try:
+            return int(thread_id())
+        except (TypeError, ValueError, AttributeError):
+            return None
+    return None
 
 
 def own_sessions(conn: Connection) -> list[int]:

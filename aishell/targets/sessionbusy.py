@@ -23,6 +23,7 @@ from aishell.errors import AishellError
 from aishell.sqltext import text
 from aishell.targets.deadlines import cancel_then_sever, in_flight
 from aishell.targets.limits import LIMITS_KEY, Limits
+from aishell.targets.ownsessions import session_id
 from aishell.targets.watchdog import Watchdog
 
 # How long a statement waits before the server is asked about it: one just sent may not
@@ -40,21 +41,6 @@ _RUNS = {
         "SELECT COMMAND IN ('Query', 'Execute') FROM information_schema.PROCESSLIST WHERE ID = :id"
     ),
 }
-
-
-def session_id(dbapi: Any) -> int | None:
-    """The server's id of a DBAPI connection's session, read from the driver without a
-    round trip: psycopg's backend pid, PyMySQL's thread id; None for any other."""
-    pid = getattr(getattr(dbapi, "info", None), "backend_pid", None)
-    if isinstance(pid, int):
-        return pid
-    thread_id = getattr(dbapi, "thread_id", None)
-    if callable(thread_id):
-        try:
-            return int(thread_id())
-        except (TypeError, ValueError, AttributeError):
-            return None
-    return None
 
 
 def busy_on_server(engine: Engine, dbapi: Any) -> bool:

@@ -487,7 +487,9 @@ def delete_batch(
     read_infinite_dates(conn)  # a row dated -infinity is archived as such
     with exact_reads(conn):  # JSON and intervals as the server's text
         result = conn.execute(text(statements[0]), values)
-        columns, rows = sent_exactly(conn, batch.table, list(result.keys()), result.fetchall())
+        columns, rows = sent_exactly(
+            conn, batch.table, list(result.keys()), result.fetchall(), batch.reads_settings()
+        )
     if len(statements) == 2:  # MySQL: the rows were selected FOR UPDATE; now delete them
         count = conn.execute(text(statements[1]), values).rowcount
         if count != len(rows):

@@ -213,12 +213,13 @@ def inexact_under(settings: str, lc_monetary: str | None, version: int) -> str |
 
 
 def sent_exactly(
-    conn: Connection, table: str, columns: list[str], rows: Sequence[Any]
+    conn: Connection, table: str, columns: list[str], rows: Sequence[Any], settings_last: bool
 ) -> tuple[list[str], list[Any]]:
-    """A batch's archive rows (PostgreSQL: without the settings each was sent under, their
-    last column, SETTINGS), once every row's are settings its text is exact under; else
-    the batch is rolled back and the step fails: code the purge ran changed them."""
-    if conn.dialect.name != "postgresql":
+    """A batch's archive rows (with `settings_last`, as BatchSql.reads_settings says:
+    without the settings each was sent under, their last column, SETTINGS), once every
+    row's are settings its text is exact under; else the batch is rolled back and the
+    step fails: code the purge ran changed them."""
+    if not settings_last:
         return columns, list(rows)
     start = (conn.info.get(SESSION_START_KEY) or {}).get("lc_monetary")
     version = int((conn.dialect.server_version_info or (0,))[0])
