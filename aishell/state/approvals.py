@@ -175,13 +175,18 @@ class ApprovalRepository(StoreCore):
             latest[(row.run_id, row.step_idx)] = {**shown, "at": row.at}
         return latest
 
-    def _approvals_of(self, run_id: str) -> list[dict[str, Any]]:
-        """Every decision on the run's steps, oldest first, each checked against its
-        signature (by time: a row copied later keeps the time it was given)."""
+    def _approvals_of(
+        self, run_id: str, offset: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every decision on the run's steps (or `limit` of them, past the first
+        `offset`), oldest first, each checked against its signature (by time: a row
+        copied later keeps the time it was given)."""
         rows = self._conn.execute(
             select(approvals)
             .where(approvals.c.run_id == run_id)
             .order_by(approvals.c.at, approvals.c.id)
+            .offset(offset or None)
+            .limit(limit)
         ).all()
         self._conn.rollback()
         found = []

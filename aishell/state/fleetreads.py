@@ -8,17 +8,42 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from aishell.state.backups import in_place
 from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.fleet import last_change, reasons_kept, standing_refusal
+from aishell.state.runlist import LISTED
 from aishell.state.runs import RunRepository
 from aishell.state.schema import backups, fleet_runs, runs, steps
 from aishell.state.values import loads
 
 WAITING = "waiting_approval"
+# When a waiting step's run stopped to wait, and which steps wait: a step waiting in a
+# run that waits (steps_waiting, waiting_counts).
+_SINCE = func.coalesce(runs.c.finished_at, runs.c.created_at)
+_BOTH_WAIT = (runs.c.status == WAITING) & (steps.c.status == WAITING)
+
+
+def _waiting() -> Select[Any]:
+    """Every step waiting in a run that waits, oldest first (steps_waiting)."""
+    return (
+        select(
+            runs.c.run_id,
+            runs.c.target,
+            runs.c.agent,
+            _SINCE.label("since"),
+            steps.c.idx.label("index"),
+            steps.c.step_id,
+            steps.c.tool,
+            steps.c.risk_level,
+            steps.c.error.label("reason"),
+        )
+        .join(steps, steps.c.run_id == runs.c.run_id)
+        .where(_BOTH_WAIT)
+        .order_by(_SINCE, runs.c.run_id, steps.c.idx)
+    )
 
 
 class FleetReadings(StoreCore):
@@ -67,16 +92,21 @@ class FleetReadings(StoreCore):
         return {(run["target"], run["agent"]): run for run in found}
 
     def _newest(self, each: tuple[Any, ...], where: Any) -> list[dict[str, Any]]:
-        """The newest run of each group of runs alike in `each`, of those `where` takes."""
+        """The newest run of each group of runs alike in `each`, of those `where` takes.
+        The ranking reads the ids alone: ranking whole rows (each with its plan) cost a
+        store of 10,000 runs half a second."""
         self.flush()
         newest = func.row_number().over(
             partition_by=each, order_by=(runs.c.created_at.desc(), runs.c.run_id.desc())
         )
-        ranked = select(runs, newest.label("newest"))
+        ranked = select(runs.c.run_id, newest.label("newest"))
         if where is not None:
             ranked = ranked.where(where)
         ranked_rows = ranked.subquery()
-        newest_rows = with_beats(select(ranked_rows), ranked_rows)
+        listed = select(*(runs.c[name] for name in LISTED))
+        newest_rows = with_beats(listed).join_from(
+            runs, ranked_rows, ranked_rows.c.run_id == runs.c.run_id
+        )
         rows = self._conn.execute(newest_rows.where(ranked_rows.c.newest == 1)).all()
         self._conn.rollback()
         return [RunRepository._run_dict(row._mapping) for row in rows]
@@ -87,28 +117,44 @@ class FleetReadings(StoreCore):
         `aishell approvals` shows, with each request's reasons); `since`: when its run
         stopped to wait (as the approval_waiting alert counts it)."""
         self.flush()
-        since = func.coalesce(runs.c.finished_at, runs.c.created_at)
-        query = (
-            select(
-                runs.c.run_id,
-                runs.c.target,
-                runs.c.agent,
-                since.label("since"),
-                steps.c.idx.label("index"),
-                steps.c.step_id,
-                steps.c.tool,
-                steps.c.risk_level,
-                steps.c.error.label("reason"),
-            )
-            .join(steps, steps.c.run_id == runs.c.run_id)
-            .where((runs.c.status == WAITING) & (steps.c.status == WAITING))
-            .order_by(since, runs.c.run_id, steps.c.idx)
-        )
+        query = _waiting()
         if targets is not None:
             query = query.where(runs.c.target.in_(list(targets)))
         rows = self._conn.execute(query).all()
         self._conn.rollback()
         return [dict(row._mapping) for row in rows]
+
+    def waiting_page(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """`limit` of the steps steps_waiting lists, past the first `offset`, and how many
+        it lists in all: the store counts them in the same statement (one pass over the
+        waiting runs' steps), and sends the page's rows alone."""
+        self.flush()
+        total = func.count().over().label("total")
+        query = _waiting().add_columns(total).offset(offset or None).limit(limit)
+        rows = self._conn.execute(query).all()
+        if rows:
+            counted = int(rows[0].total)
+        else:  # past the end (or none waits): the count alone
+            counted = sum(each["waiting"] for each in self.waiting_counts().values())
+        self._conn.rollback()
+        return [{k: v for k, v in row._mapping.items() if k != "total"} for row in rows], counted
+
+    def waiting_counts(self, targets: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per target (of `targets`, or every one) with a step steps_waiting lists: how
+        many (`waiting`) and since when the oldest waits (`oldest_since`), counted by the
+        store, not by reading each step."""
+        self.flush()
+        query = (
+            select(runs.c.target, func.count(), func.min(_SINCE))
+            .join(steps, steps.c.run_id == runs.c.run_id)
+            .where(_BOTH_WAIT)
+            .group_by(runs.c.target)
+        )
+        if targets is not None:
+            query = query.where(runs.c.target.in_(list(targets)))
+        rows = self._conn.execute(query).all()
+        self._conn.rollback()
+        return {target: {"waiting": n, "oldest_since": oldest} for target, n, oldest in rows}
 
     def backup_summary(self) -> dict[str, dict[str, Any]]:
         """Per target name the catalog files backups under: when its newest backup of any

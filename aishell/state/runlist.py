@@ -27,13 +27,28 @@ from aishell.state.values import loads
 # The state store server's clock as whole Unix seconds, on SQLite (beats.server_epoch):
 # there the machine's own, since a SQLite store is on the machine of all who write it.
 SQLITE_EPOCH = "CAST(strftime('%s', 'now') AS INTEGER)"
-# What the list shows of a run: the columns run_row reads, and the age of the beat of a
-# running run's process (beats.with_beats, as SQLite says it).
-_COLUMNS = (
-    "runs.run_id, runs.agent, runs.target, runs.dialect, runs.job, runs.plan_hash, "
-    "runs.tool_fingerprints, runs.dry_run, runs.safety_level, runs.status, runs.created_at, "
-    "runs.finished_at, runs.error, runs.started_by, runs.pid, runs.hostname, runs.pid_started"
+# What the list shows of a run: the columns run_row reads (never the plan, the largest),
+# and the age of the beat of a running run's process (beats.with_beats, as SQLite says it).
+LISTED = (
+    "run_id",
+    "agent",
+    "target",
+    "dialect",
+    "job",
+    "plan_hash",
+    "tool_fingerprints",
+    "dry_run",
+    "safety_level",
+    "status",
+    "created_at",
+    "finished_at",
+    "error",
+    "started_by",
+    "pid",
+    "hostname",
+    "pid_started",
 )
+_COLUMNS = ", ".join(f"runs.{name}" for name in LISTED)
 _BEATS = (
     f"{SQLITE_EPOCH} - b.beat_at AS beat_age FROM runs LEFT JOIN process_beats AS b "
     "ON b.hostname = runs.hostname AND b.pid = runs.pid AND b.pid_started = runs.pid_started "
@@ -121,6 +136,9 @@ def read_runs(
             return None
     where, values = _filters(status, targets)
     query = f"SELECT {_COLUMNS}, {_BEATS}{where} ORDER BY runs.created_at DESC, runs.run_id"
+    if status not in LIVE:  # the store sorts and cuts; a live status only its rows tell
+        query += " LIMIT ?"
+        values.append(limit)
     try:
         opened = sqlite3.connect(
             f"file:{quote(str(path))}?mode=ro", uri=True, timeout=_READ_WAIT_SECONDS
@@ -137,9 +155,10 @@ def read_runs(
         return None
 
 
-def _filters(status: str | None, targets: Sequence[str] | None) -> tuple[str, list[str]]:
+def _filters(status: str | None, targets: Sequence[str] | None) -> tuple[str, list[Any]]:
     """The WHERE clause (with its bound values) of list_runs's filters."""
-    clauses, values = [], []
+    clauses: list[str] = []
+    values: list[Any] = []
     if targets is not None:
         clauses.append(f"runs.target IN ({', '.join('?' * len(targets))})")
         values += list(targets)

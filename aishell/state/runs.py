@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from aishell.errors import RunNotFound
@@ -16,8 +16,8 @@ from aishell.state.approvals import ApprovalRepository
 from aishell.state.beats import with_beats
 from aishell.state.core import Hot
 from aishell.state.processes import current_user, process_started
-from aishell.state.runlist import LIVE, newest_runs, run_row
-from aishell.state.schema import TABLE_DONE, events, run_controls, runs, steps
+from aishell.state.runlist import LISTED, LIVE, newest_runs, run_row
+from aishell.state.schema import TABLE_DONE, approvals, events, run_controls, runs, steps
 from aishell.state.seals import check_step
 from aishell.state.values import dumps, loads, now
 
@@ -89,49 +89,9 @@ class RunRepository(ApprovalRepository):
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run with its steps, approvals and events; a unique id prefix is enough."""
-        if not run_id.strip():
-            raise RunNotFound("The run id is empty; give a run's id (`aishell runs list`)")
-        if len(run_id) > LONGEST_RUN_ID:  # no run has one (and SQLite's LIKE refuses it)
-            raise RunNotFound(
-                f"No run with id '{run_id[:LONGEST_RUN_ID]}…' in {self.location}; "
-                "`aishell runs list` shows them"
-            )
-        self.flush()
-        rows = self._conn.execute(
-            with_beats(select(runs)).where(runs.c.run_id.startswith(run_id, autoescape=True))
-        ).all()
-        self._conn.rollback()
-        if not rows:
-            raise RunNotFound(
-                f"No run with id '{run_id}' in {self.location}; `aishell runs list` shows them"
-            )
-        if len(rows) > 1:
-            raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
-        self._verify("run", rows[0].run_id, rows[0]._mapping, f"run {rows[0].run_id}")
-        run = self._run_dict(rows[0]._mapping)
+        run = self.run_head(run_id)
         full_id = run["run_id"]
-        found = self._conn.execute(
-            select(steps).where(steps.c.run_id == full_id).order_by(steps.c.idx)
-        ).all()
-        self._check_steps(full_id, found)
-        run["steps"] = [
-            {
-                "index": r.idx,
-                "step_id": r.step_id,
-                "tool": r.tool,
-                "risk_level": r.risk_level,
-                "params": loads(r.resolved_params) or loads(r.params),
-                "planned_params": loads(r.params),
-                "sql": loads(r.sql),
-                "status": r.status,
-                "attempts": r.attempts,
-                "output": loads(r.output),
-                "error": r.error,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-            }
-            for r in found
-        ]
+        run["steps"] = self.run_steps(full_id)
         run["approvals"] = self._approvals_of(full_id)
         run["events"] = [
             {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": loads(r.data)}
@@ -144,6 +104,64 @@ class RunRepository(ApprovalRepository):
         ]
         self._conn.rollback()
         return run
+
+    def run_head(self, run_id: str) -> dict[str, Any]:
+        """A run's own row, as the lists show it, checked against its signature; a unique
+        id prefix is enough. What get_run reads first; a page reads its steps by part."""
+        if not run_id.strip():
+            raise RunNotFound("The run id is empty; give a run's id (`aishell runs list`)")
+        if len(run_id) > LONGEST_RUN_ID or "\x00" in run_id:
+            # No run has one: SQLite's LIKE refuses so long a pattern, and PostgreSQL any
+            # text with a NUL in it (a web view's path may hold either).
+            cut = "…" if len(run_id) > LONGEST_RUN_ID else ""
+            raise RunNotFound(
+                f"No run with id '{run_id[:LONGEST_RUN_ID]}{cut}' in {self.location}; "
+                "`aishell runs list` shows them"
+            )
+        self.flush()
+        # Two rows at most: the second says the prefix is ambiguous.
+        rows = self._conn.execute(
+            with_beats(select(runs))
+            .where(runs.c.run_id.startswith(run_id, autoescape=True))
+            .limit(2)
+        ).all()
+        self._conn.rollback()
+        if not rows:
+            raise RunNotFound(
+                f"No run with id '{run_id}' in {self.location}; `aishell runs list` shows them"
+            )
+        if len(rows) > 1:
+            raise RunNotFound(f"Run id '{run_id}' is ambiguous; give more characters")
+        self._verify("run", rows[0].run_id, rows[0]._mapping, f"run {rows[0].run_id}")
+        return self._run_dict(rows[0]._mapping)
+
+    def run_steps(
+        self, run_id: str, start: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's steps (its full id) from index `start` on, in order, `limit` of them at
+        most (None: every one), each checked against its signature."""
+        query = select(steps).where((steps.c.run_id == run_id) & (steps.c.idx >= start))
+        found = self._conn.execute(query.order_by(steps.c.idx).limit(limit)).all()
+        self._conn.rollback()
+        self._check_steps(run_id, found)
+        return [_step_dict(r) for r in found]
+
+    def run_decisions(self, run_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        """`limit` of a run's decisions (its full id) past the first `offset`, oldest
+        first, each checked against its signature."""
+        return self._approvals_of(run_id, offset, limit)
+
+    def run_sizes(self, run_id: str) -> dict[str, int]:
+        """How many steps and decisions a run (its full id) has, counted by the store."""
+        counted = {
+            name: select(func.count()).select_from(table).where(table.c.run_id == run_id)
+            for name, table in (("steps", steps), ("approvals", approvals))
+        }
+        found = {
+            name: int(self._conn.execute(query).scalar_one()) for name, query in counted.items()
+        }
+        self._conn.rollback()
+        return found
 
     def get_plan(self, run_id: str) -> dict[str, Any]:
         """The plan a run was started with, exactly as stored."""
@@ -200,20 +218,51 @@ class RunRepository(ApprovalRepository):
                 check_step(self._key, run_id, r.idx, r._mapping, f"run {run_id}'s step {r.idx}")
 
     def list_runs(
-        self, status: str | None = None, limit: int = 50, targets: Sequence[str] | None = None
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        targets: Sequence[str] | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest runs first; only those of `targets` when given (None: every run).
-        runlist.read_runs reads the same of a SQLite store without SQLAlchemy."""
-        query = with_beats(select(runs)).order_by(runs.c.created_at.desc(), runs.c.run_id)
+        """The newest runs first; only those of `targets` when given (None: every run);
+        `after`: only those listed after that run (its full id), the next page of a list
+        that ended with it. runlist.read_runs reads the same of a SQLite store without
+        SQLAlchemy. The store sorts and cuts: a store of 10,000 runs sends `limit` rows
+        of the columns a list shows (never a plan), but where the status asked is one a
+        stored "running" may show as, which only the rows' processes tell."""
+        listed = select(*(runs.c[name] for name in LISTED))
+        query = with_beats(listed).order_by(runs.c.created_at.desc(), runs.c.run_id)
         if targets is not None:
             query = query.where(runs.c.target.in_(list(targets)))
         if status in LIVE:
             query = query.where(runs.c.status.in_(list(LIVE)))
-        elif status:
-            query = query.where(runs.c.status == status)
+        else:
+            query = query.limit(limit)
+            if status:
+                query = query.where(runs.c.status == status)
+        if after is not None:
+            query = query.where(self._listed_after(after))
         result = newest_runs((row._mapping for row in self._conn.execute(query)), status, limit)
         self._conn.rollback()
         return result
+
+    def _listed_after(self, run_id: str) -> Any:
+        """Where a run listed after `run_id` is (newest first, then by id), as a clause:
+        a page of the list goes on from the last run of the one before, whatever runs
+        began since."""
+        created = None
+        if "\x00" not in run_id:  # none has one; PostgreSQL refuses the text
+            created = self._conn.execute(
+                select(runs.c.created_at).where(runs.c.run_id == run_id)
+            ).scalar()
+        if created is None:
+            raise RunNotFound(
+                f"No run with id '{run_id[:LONGEST_RUN_ID]}' in {self.location}; "
+                "`aishell runs list` shows them"
+            )
+        return (runs.c.created_at < created) | (
+            (runs.c.created_at == created) & (runs.c.run_id > run_id)
+        )
 
     _run_dict = staticmethod(run_row)
 
@@ -233,6 +282,24 @@ class RunRepository(ApprovalRepository):
         rows = self._send(_STOP_REQUESTED, {"b_run": run_id}).fetchall()
         self._conn.rollback()
         return rows[0][0] if rows else None
+
+
+def _step_dict(r: Any) -> dict[str, Any]:
+    return {
+        "index": r.idx,
+        "step_id": r.step_id,
+        "tool": r.tool,
+        "risk_level": r.risk_level,
+        "params": loads(r.resolved_params) or loads(r.params),
+        "planned_params": loads(r.params),
+        "sql": loads(r.sql),
+        "status": r.status,
+        "attempts": r.attempts,
+        "output": loads(r.output),
+        "error": r.error,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+    }
 
 
 def _insert_steps(

@@ -24,33 +24,50 @@ def fleet_page(config: Config) -> dict[str, Any]:
         return {"targets": fleet_status(config, store, now)}
 
 
-def runs_page(config: Config) -> dict[str, Any]:
+def runs_page(config: Config, after: str | None = None) -> dict[str, Any]:
+    """The newest RUNS_SHOWN runs, or those listed after the run `after` (the last of the
+    page before): one more is read, to know whether a next page has any."""
     with StateStore(config.state_url) as store:
-        return {"runs": store.list_runs(limit=RUNS_SHOWN), "limit": RUNS_SHOWN}
+        found = store.list_runs(limit=RUNS_SHOWN + 1, after=after)
+    shown = found[:RUNS_SHOWN]
+    more = shown[-1]["run_id"] if len(found) > RUNS_SHOWN else None
+    return {"runs": shown, "limit": RUNS_SHOWN, "after": after, "next_after": more}
 
 
-def run_page(config: Config, run_id: str) -> dict[str, Any]:
-    """A run and its steps, checked against the home's key when there is one (as
-    `aishell runs show` checks them); no key is made for a view."""
+def run_page(config: Config, run_id: str, start: int = 0, decided: int = 0) -> dict[str, Any]:
+    """A run and ROWS_SHOWN of its steps from the index `start` on, and of its decisions
+    past the first `decided`, checked against the home's key when there is one (as
+    `aishell runs show` checks them; no key is made for a view). The store counts the
+    rest and reads no other row: a run of 100,000 steps is a page of ROWS_SHOWN."""
     with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
-        run = store.get_run(run_id)
-    steps, decisions = run["steps"], run["approvals"]
+        run = store.run_head(run_id)
+        full_id = run["run_id"]
+        steps = store.run_steps(full_id, start, ROWS_SHOWN + 1)
+        decisions = store.run_decisions(full_id, decided, ROWS_SHOWN)
+        sizes = store.run_sizes(full_id)
+    shown = steps[:ROWS_SHOWN]
     return {
-        "run": {**run, "steps": steps[:ROWS_SHOWN], "approvals": decisions[:ROWS_SHOWN]},
-        "steps_left": max(0, len(steps) - ROWS_SHOWN),
-        "decisions_left": max(0, len(decisions) - ROWS_SHOWN),
+        "run": {**run, "steps": shown, "approvals": decisions},
+        "sizes": sizes,
+        "start": start,
+        "decided": decided,
+        # Where the next page of steps begins (an index: a step never moves), if any.
+        "next_start": steps[-1]["index"] if len(steps) > ROWS_SHOWN else None,
+        "next_decided": decided + ROWS_SHOWN if sizes["approvals"] > decided + ROWS_SHOWN else None,
     }
 
 
-def approvals_page(config: Config) -> dict[str, Any]:
+def approvals_page(config: Config, offset: int = 0) -> dict[str, Any]:
+    """ROWS_SHOWN of the steps waiting for approval, oldest first, past the first
+    `offset`; the store counts them all."""
     now = datetime.now(UTC)
     with StateStore(config.state_url) as store:
-        waiting = store.steps_waiting()
+        waiting, total = store.waiting_page(offset, ROWS_SHOWN)
     return {
-        "waiting": [
-            {**w, "age_seconds": age_seconds(now, w["since"])} for w in waiting[:ROWS_SHOWN]
-        ],
-        "waiting_left": max(0, len(waiting) - ROWS_SHOWN),
+        "waiting": [{**w, "age_seconds": age_seconds(now, w["since"])} for w in waiting],
+        "total": total,
+        "offset": offset,
+        "next_offset": offset + ROWS_SHOWN if total > offset + ROWS_SHOWN else None,
     }
 
 

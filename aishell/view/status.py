@@ -65,24 +65,21 @@ def fleet_status(
     names = fleet_targets(config, selector)
     last = store.last_runs(names)
     refused = store.delivery_refusals(last.values())
-    waiting = store.steps_waiting(names)
+    waiting = store.waiting_counts(names)
     newest = store.newest_restorable(config, names)
     upcoming = next_jobs(config, store)
-    by_target: dict[str, list[dict[str, Any]]] = {}
-    for each in waiting:  # oldest first, and so in each target's list
-        by_target.setdefault(each["target"], []).append(each)
     rows = []
     for name in names:
         run = last.get(name)
-        theirs = by_target.get(name, [])
-        oldest = theirs[0]["since"] if theirs else None
+        theirs = waiting.get(name, {"waiting": 0, "oldest_since": None})
+        oldest = theirs["oldest_since"]
         rows.append(
             {
                 "target": name,
                 "environment": config.main.targets[name].environment,
                 "last_run": None if run is None else _run_row(run, refused),
                 "approvals": {
-                    "waiting": len(theirs),
+                    "waiting": theirs["waiting"],
                     "oldest_since": oldest,
                     "oldest_age_seconds": age_seconds(now, oldest),
                 },

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aishell.config.models import Config
 from aishell.errors import AishellError, RunNotFound
+from aishell.state.runs import LONGEST_RUN_ID
 from aishell.terminal import printable
 from aishell.units import age_words
 from aishell.view import pages
@@ -158,15 +159,54 @@ def moment(value: str | None) -> str:
 Page = Callable[[Request], Awaitable[Response]]
 
 
+# The query parameters a page takes, by the name its read takes each as: a number (an
+# index or an offset, never negative, at most NUMBER_LIMIT) or a run id. Any other
+# parameter is ignored (?token= is the access rules').
+NUMBERS = {"step": "start", "decisions": "decided", "offset": "offset"}
+RUN_IDS = {"after": "after"}
+NUMBER_LIMIT = 2**31 - 1
+
+
+class BadQuery(ValueError):
+    """A query parameter no page takes as it came: answered 400, with this line."""
+
+
+def query_values(request: Request, names: tuple[str, ...]) -> dict[str, Any]:
+    """The values of the query parameters `names` a request gives, as its page's read
+    takes them; a malformed one is BadQuery."""
+    given: dict[str, Any] = {}
+    for name in names:
+        value = request.query_params.get(name)
+        if value is None:
+            continue
+        if name in RUN_IDS:
+            if not value or len(value) > LONGEST_RUN_ID:
+                raise BadQuery(f"?{name}= takes a run's id, of at most {LONGEST_RUN_ID} characters")
+            given[RUN_IDS[name]] = value
+        elif value.isascii() and value.isdigit() and int(value) <= NUMBER_LIMIT:
+            given[NUMBERS[name]] = int(value)
+        else:
+            raise BadQuery(f"?{name}= takes a whole number from 0 to {NUMBER_LIMIT}")
+    return given
+
+
 def make_app(config: Config, token: bytes | None) -> ASGIApp:
     """The web view over `config`'s state store; `token`: what remote requests present."""
     shown = templates()
 
-    def page(template: str, read: Callable[..., dict[str, Any]], *params: str) -> Page:
+    def page(
+        template: str,
+        read: Callable[..., dict[str, Any]],
+        *params: str,
+        query: tuple[str, ...] = (),
+    ) -> Page:
         async def render(request: Request) -> Response:
             values = [request.path_params[name] for name in params]
             try:
-                data = await run_in_threadpool(read, config, *values)
+                given = query_values(request, query)
+                data = await run_in_threadpool(read, config, *values, **given)
+            except BadQuery as exc:
+                return shown.TemplateResponse(request, "error.html", {"error": str(exc)}, 400)
             except RunNotFound as exc:
                 return shown.TemplateResponse(request, "error.html", {"error": str(exc)}, 404)
             except AishellError as exc:
@@ -175,11 +215,16 @@ def make_app(config: Config, token: bytes | None) -> ASGIApp:
 
         return render
 
+    run = page("run.html", pages.run_page, "run_id", query=("step", "decisions"))
     routes = [
         Route("/", page("fleet.html", pages.fleet_page), methods=["GET"]),
-        Route("/runs", page("runs.html", pages.runs_page), methods=["GET"]),
-        Route("/runs/{run_id}", page("run.html", pages.run_page, "run_id"), methods=["GET"]),
-        Route("/approvals", page("approvals.html", pages.approvals_page), methods=["GET"]),
+        Route("/runs", page("runs.html", pages.runs_page, query=("after",)), methods=["GET"]),
+        Route("/runs/{run_id}", run, methods=["GET"]),
+        Route(
+            "/approvals",
+            page("approvals.html", pages.approvals_page, query=("offset",)),
+            methods=["GET"],
+        ),
         Route("/backups", page("backups.html", pages.backups_page), methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -1,5 +1,5 @@
 """Every page of the web view is of a bounded size, whatever the store holds: a run of
-100,000 steps shows its first ROWS_SHOWN and says how many more; an error of 10 MB
+100,000 steps shows its first ROWS_SHOWN, how many it has and a link to the next; an error of 10 MB
 shows its first TEXT_SHOWN characters and says how many more; as many steps waiting for
 approval as a run has, the oldest ROWS_SHOWN; as many target names as the backup
 catalog holds, the first ROWS_SHOWN. A link to a run whose stored id holds
@@ -85,12 +85,14 @@ def test_every_page_is_bounded(edit_config: EditConfig, home: Path, demo_templat
     run = view.get(f"/runs/{RUN_ID}").text
     assert run.count(more) == 2  # the run's error and its first step's
     assert run.count('<td class="error">') == ROWS_SHOWN
-    assert f"{STEPS - ROWS_SHOWN} more: <code>aishell runs show {RUN_ID}</code>" in run
+    assert f"Steps 0 to {ROWS_SHOWN - 1}, of {STEPS}." in run
+    assert f'href="/runs/{RUN_ID}?step={ROWS_SHOWN}">Next steps' in run
 
     approvals = view.get("/approvals").text
     assert approvals.count("a person&#39;s yes") == ROWS_SHOWN
     # With the fleet's own (gamma's, the oldest, shown first).
-    assert f"{WAITING + 1 - ROWS_SHOWN} more wait" in approvals and "c1waiting000" in approvals
+    assert f"1 to {ROWS_SHOWN} of the {WAITING + 1} that wait" in approvals
+    assert "c1waiting000" in approvals and f'href="/approvals?offset={ROWS_SHOWN}"' in approvals
 
     backups = view.get("/backups").text
     # The four configured targets with them; alpha and beta among the catalogued.

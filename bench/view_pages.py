@@ -1,0 +1,159 @@
+"""What each page of the web view, and `runs list`, costs on a big state store: one
+run of 100,000 steps (its first 600 waiting for approval) among 10,000 runs. Each page
+is asked for through starlette's TestClient in a process of its own, which prints the
+page's time (the least of --rounds) and the peak of Python's allocations while it was
+made (tracemalloc), and the process's peak resident size (getrusage).
+
+    python bench/view_pages.py [--rounds N] [--compare CHECKOUT]
+
+--compare measures another checkout (the code before a change) on the same home, and
+prints each page's ratio of its time and memory to this checkout's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HUGE_RUN = "h1huge000000"
+STEPS = 100_000
+RUNS = 10_000
+WAITING = 600
+PAGES = ("/", "/runs", f"/runs/{HUGE_RUN}", "/approvals", "runs list")
+# Run in each process: the page asked for once to warm the imports and the store's
+# open, then timed; the peak of allocations is of the last round.
+PROBE = """
+import json, resource, sys, time, tracemalloc
+from aishell.config.models import load_config
+path, rounds = sys.argv[1], int(sys.argv[2])
+config = load_config(None)
+if path == "runs list":
+    from aishell.commands.listings import list_runs
+    ask = lambda: list_runs(config, limit=50)
+else:
+    from starlette.testclient import TestClient
+    from aishell.view.web import make_app
+    view = TestClient(make_app(config, None), base_url="http://127.0.0.1:8765",
+                      client=("127.0.0.1", 50000))
+    def ask():
+        answer = view.get(path)
+        assert answer.status_code == 200, (path, answer.status_code)
+        return answer
+ask()
+best = None
+for _ in range(rounds):
+    tracemalloc.start()
+    started = time.perf_counter()
+    answer = ask()
+    took = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    best = took if best is None else min(best, took)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+size = len(answer.content) if hasattr(answer, "content") else len(json.dumps(answer))
+print(json.dumps({"seconds": best, "peak": peak, "rss": rss, "bytes": size}))
+"""
+
+
+def env(checkout: Path, home: Path) -> dict[str, str]:
+    found = {**os.environ, "PYTHONPATH": str(checkout), "AISHELL_HOME": str(home)}
+    found["AISHELL_SYSTEM_DIR"] = str(home / "no-system-config")
+    found.pop("AISHELL_CONFIG", None)
+    return found
+
+
+def make_home(home: Path) -> None:
+    """A home of the shipped config whose store holds the big run and RUNS others."""
+    environ = env(REPO, home)
+    home.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "aishell", "init"],
+        env=environ,
+        cwd=home,
+        check=True,
+        capture_output=True,
+    )
+    script = f"""
+from aishell.config.models import load_config
+from aishell.state.signing import load_key
+from aishell.state.store import StateStore
+config = load_config(None)
+with StateStore(config.state_url, key=load_key(config.home)) as store:
+    store.create_run(run_id={HUGE_RUN!r}, agent="maintenance", target="demo",
+        dialect="sqlite", job={{"type": "quick"}}, plan={{}}, plan_hash="0" * 64,
+        tool_fingerprints={{}}, dry_run=False, safety_level="strict",
+        step_rows=[{{"index": i, "step_id": f"step_{{i}}", "tool": "analyze_tables",
+            "risk_level": "high", "params": {{"tables": ["t"] * 20}}}} for i in range({STEPS})])
+    for index in range({WAITING}):
+        store.set_step_status({HUGE_RUN!r}, index, "waiting_approval", "a person's yes")
+    store.finish_run({HUGE_RUN!r}, "waiting_approval", "waits")
+"""
+    subprocess.run([sys.executable, "-c", script], env=environ, cwd=home, check=True)
+    with sqlite3.connect(home / "state.db") as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+        row = dict(zip(columns, conn.execute("SELECT * FROM runs").fetchone(), strict=True))
+        row["plan"] = json.dumps({"steps": [{"tool": "analyze_tables"}] * 200})
+        rows = [
+            {
+                **row,
+                "run_id": f"r{i:011x}",
+                "status": "completed",
+                "created_at": f"2026-10-{1 + i % 28:02d}T02:{i % 60:02d}:{i % 59:02d}.000+00:00",
+            }
+            for i in range(RUNS)
+        ]
+        conn.executemany(
+            f"INSERT INTO runs ({', '.join(columns)}) VALUES "
+            f"({', '.join(':' + c for c in columns)})",
+            rows,
+        )
+
+
+def measure(checkout: Path, home: Path, path: str, rounds: int) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, path, str(rounds)],
+        env=env(checkout, home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        sys.exit(f"{path} failed in {checkout}:\n{done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare", type=Path, help="another checkout, measured as well")
+    parser.add_argument("--home", type=Path, help="a home this script made before, kept")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        home = args.home or Path(folder) / "home"
+        if not home.exists():
+            make_home(home)
+        print(f"{'page':<22} {'ms':>9} {'peak MB':>9} {'rss MB':>8} {'KB sent':>8}", end="")
+        print("   before: ms, peak MB; ratio time, memory" if args.compare else "")
+        for path in PAGES:
+            now = measure(REPO, home, path, args.rounds)
+            line = (
+                f"{path:<22} {now['seconds'] * 1000:9.1f} {now['peak'] / 2**20:9.2f} "
+                f"{now['rss'] / 2**20:8.1f} {now['bytes'] / 1024:8.1f}"
+            )
+            if args.compare:
+                then = measure(args.compare.resolve(), home, path, args.rounds)
+                faster, smaller = then["seconds"] / now["seconds"], then["peak"] / now["peak"]
+                line += f"   {then['seconds'] * 1000:9.1f} {then['peak'] / 2**20:8.2f}"
+                line += f"   {faster:6.1f}x {smaller:6.1f}x"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
