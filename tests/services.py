@@ -353,6 +353,14 @@ def engine(url: str) -> Engine:
     return create_engine(url, isolation_level="AUTOCOMMIT")
 
 
+def stats_reported(conn: Connection) -> None:
+    """Send this PostgreSQL session's pending statistics now: a session reports its
+    changes up to a second after it commits (later when it sits idle in a pool), so a
+    plan read right after could see a table as it was, or a late report land on top of
+    a VACUUM's or ANALYZE's count."""
+    conn.execute(text("SELECT pg_stat_force_next_flush()"))
+
+
 def changes_counted(url: str, table: str) -> None:
     """Wait until the statistics count the table's changes since its ANALYZE (a session
     reports them up to a second after it commits)."""

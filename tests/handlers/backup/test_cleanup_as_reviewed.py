@@ -15,7 +15,7 @@ from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
 from tests.handlers.backup.recorded import resealed
 from tests.helpers import use_target
-from tests.services import engine
+from tests.services import engine, stats_reported
 
 # Retention that deletes every backup but the newest one.
 _CLEANUP = {"type": "full", "cleanup": True, "retention_days": 0, "keep_last": 1}
@@ -116,6 +116,7 @@ def test_a_postgresql_plan_names_what_its_cleanup_deletes(home, pg_url):
     with engine(pg_url).connect() as conn:
         conn.execute(text("CREATE TABLE t (id integer PRIMARY KEY)"))
         conn.execute(text("INSERT INTO t VALUES (1), (2)"))
+        stats_reported(conn)  # the plan and its apply both see the two rows
     earlier = _backups(config, 2, "db")
     saved = home / "plan.json"
     preview = commands.plan_job(config, "backup", dict(_CLEANUP), "db", out=saved)

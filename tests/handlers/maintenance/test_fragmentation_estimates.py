@@ -16,7 +16,7 @@ from aishell.config.models import Config
 from aishell.handlers.postgresql import estimates
 from aishell.policy.approvers import PreApproved
 from tests.helpers import one_step_plan, use_target
-from tests.services import changes_counted, engine
+from tests.services import changes_counted, engine, stats_reported
 
 ROWS = 20_000
 
@@ -43,10 +43,7 @@ def two_tables(url: str, *, pgstattuple: bool) -> None:
                 )
             )
         conn.execute(text("DELETE FROM bloated WHERE id % 3 <> 0"))
-        # A session reports its changes up to a second after it commits, and a late
-        # report adds the DELETE's dead rows on top of what the VACUUM below counted:
-        # the report is sent now, before the VACUUM.
-        conn.execute(text("SELECT pg_stat_force_next_flush()"))
+        stats_reported(conn)  # before the VACUUM, whose count a late report would add to
         conn.execute(text("VACUUM (ANALYZE) bloated, tight"))
 
 
