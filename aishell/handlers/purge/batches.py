@@ -22,17 +22,19 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any, NoReturn
 
-from sqlalchemy.engine import Connection
-
 from aishell.errors import StepFailed, StepInterrupted, TargetError
-from aishell.handlers.purge.archivefile import ArchiveFile, encode_rows
-from aishell.handlers.purge.archivekept import copy_and_delete
+from aishell.handlers.purge.archivefile import ArchiveFile
 from aishell.handlers.purge.attempt import Attempt, stopped_resumably
-from aishell.handlers.purge.batchsql import RANGE, BatchSql, is_integer, past_gap, plain_key
+from aishell.handlers.purge.batchsql import (
+    BatchSql,
+    is_integer,
+    open_below,
+    past_gap,
+    plain_key,
+)
+from aishell.handlers.purge.batchwork import OverLimit, delete_batch
 from aishell.handlers.purge.cutoff import zone_moved
-from aishell.handlers.purge.exactread import exact_reads, sent_exactly
 from aishell.handlers.purge.indoubt import transaction_of
-from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.handlers.purge.ownership import BatchBytes, write_batch
 from aishell.handlers.purge.reach import TableReach, changed_since
 from aishell.handlers.purge.share import ShareLimit, stop_at_limit
@@ -235,7 +237,7 @@ class Walk:
         upper = min(after + attempt.stretch, self.end)
         t0 = time.perf_counter()
         found, beyond = conn.execute(
-            text(self.batch.first_old(False)),
+            text(self.batch.first_old(open_below(after))),
             {"after": after, "upper": upper, "cutoff": self.bound},
         ).one()
         if found is not None:
@@ -285,7 +287,7 @@ class Walk:
         room = self.limit.room(state["deleted"]) if self.limit is not None else None
         if room is not None:
             n = max(1, min(n, room))
-        first = state["after"] is None
+        first = open_below(state["after"])
         values = {"after": state["after"], "cutoff": self.bound, "n": n}
         t0 = time.perf_counter()
         upper = self._upper(first, n, values)
@@ -451,50 +453,3 @@ class Walk:
         if self.params.get("archive_table"):
             output["archive_table"] = self.params["archive_table"]
         return output
-
-
-class OverLimit(Exception):
-    """A batch's DELETE reported more rows than max_share still allows (uncommitted)."""
-
-
-def _at_most(count: int, most: int | None) -> int:
-    if most is not None and count > most:
-        raise OverLimit(count)
-    return count
-
-
-def delete_batch(
-    conn: Connection,
-    batch: BatchSql,
-    values: dict[str, Any],
-    first: bool,
-    archive: ArchiveFile | None,
-    most: int | None = None,
-    form: str = RANGE,
-) -> tuple[int, BatchBytes | None]:
-    """Delete (and archive into a table) one batch, uncommitted; returns the rows and, for
-    an archive file, the bytes to append to it (not yet written). More rows than `most`
-    raise OverLimit."""
-    statements = batch.work(first, form)
-    if archive is None and not batch.archive_table:
-        return _at_most(conn.execute(text(statements[0]), values).rowcount, most), None
-    if batch.archive_table:
-        # One transaction holds the copy and the delete (on PostgreSQL one statement):
-        # both commit, or neither, so a batch done again never copies a row twice. What
-        # the delete sets off must leave the copies as they were (archivekept.py).
-        return _at_most(copy_and_delete(conn, batch, statements, values, first), most), None
-    assert archive is not None
-    read_infinite_dates(conn)  # a row dated -infinity is archived as such
-    with exact_reads(conn):  # JSON and intervals as the server's text
-        result = conn.execute(text(statements[0]), values)
-        columns, rows = sent_exactly(
-            conn, batch.table, list(result.keys()), result.fetchall(), batch.reads_settings()
-        )
-    if len(statements) == 2:  # MySQL: the rows were selected FOR UPDATE; now delete them
-        count = conn.execute(text(statements[1]), values).rowcount
-        if count != len(rows):
-            raise TargetError(
-                f"archived {len(rows)} rows but deleted {count}; the batch was rolled back"
-            )
-    _at_most(len(rows), most)
-    return len(rows), BatchBytes(archive.offset, encode_rows(columns, rows))

@@ -60,6 +60,19 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# The least key of every integer type a walk takes (SQLite's INTEGER, PostgreSQL's bigint,
+# MySQL's BIGINT); a walk starting there begins just below it, where no such type
+# reaches: SQLite's driver binds no such integer (OverflowError), and PostgreSQL would
+# compare the key with it as a numeric, which no index of the key serves.
+LEAST_KEY = -(2**63)
+
+
+def open_below(after: Any) -> bool:
+    """Whether the range of keys after `after` has no lower end, its statements none:
+    before a first batch (None), or just below LEAST_KEY, where every key lies above."""
+    return after is None or (is_integer(after) and after < LEAST_KEY)
+
+
 def past_gap(upper: Any, beyond: Any, end: Any) -> Any:
     """Where an integer key's walk goes on after a stretch without old rows that ends at
     `upper`: just below `beyond`, the next key there was (none: the walk's `end`). No key
@@ -138,8 +151,9 @@ class BatchSql:
     def rows_present(self) -> str:
         """The table's rows of the given keys (:keys, expanding), whatever their dates,
         read as an archive file reads them: a batch in doubt's own rows looked for after
-        a crash, and compared with their archived copies."""
-        return f"SELECT {self.read} FROM {self.table} WHERE {self.key} IN :keys"
+        a crash, and compared with their archived copies, each with the settings its
+        text is written under, as a batch reads them (reads_settings)."""
+        return f"SELECT {self.read}{self._settings()} FROM {self.table} WHERE {self.key} IN :keys"
 
     def archived_in_range(self, first: bool) -> str:
         """The archive table's rows in a batch's key range: its copy commits with its

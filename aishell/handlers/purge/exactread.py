@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -235,3 +235,47 @@ def sent_exactly(
                 "resume"
             )
     return columns[:-1], [tuple(row)[:-1] for row in rows]
+
+
+# SETTINGS' parts, in order.
+_SETTING_NAMES = ("DateStyle", "IntervalStyle", "extra_float_digits", "lc_monetary")
+
+
+def _text_form(settings: str, version: int) -> tuple[str, ...]:
+    """What of SETTINGS' text a value's text depends on once it is exact (inexact_under
+    says None): DateStyle's style (ISO writes its day-month order alike), IntervalStyle,
+    a float's digits (from PostgreSQL 12 any extra_float_digits over 0 writes its
+    shortest exact text), lc_monetary."""
+    datestyle, intervalstyle, digits, monetary = settings.split("|", 3)
+    shortest = version >= 12 and int(digits) > 0
+    return (datestyle.split(",")[0].strip(), intervalstyle, "" if shortest else digits, monetary)
+
+
+def judged_under(conn: Connection, read: Iterable[str], archived: Sequence[str]) -> str | None:
+    """Why the rows of a batch in doubt, read again each with the settings it was sent
+    under (`read`, SETTINGS' text), cannot be compared with the text they were archived
+    as, said; None when they can. Not under a setting their text is not exact in (as
+    sent_exactly holds a batch), nor under one their text is written otherwise in than
+    under the batch's own (`archived`, kept in its checkpoint; none from an older
+    aishell): an interval or money written otherwise would look changed, or, inexact,
+    a changed value the same."""
+    start = (conn.info.get(SESSION_START_KEY) or {}).get("lc_monetary")
+    version = int((conn.dialect.server_version_info or (0,))[0])
+    kept = [_text_form(str(s), version) for s in archived]
+    for settings in sorted(set(read)):
+        problem = inexact_under(settings, start, version)
+        if problem is not None:
+            return problem
+        form = _text_form(settings, version)
+        if kept and form not in kept:
+            parts = zip(
+                _SETTING_NAMES,
+                form,
+                kept[0],
+                settings.split("|", 3),
+                str(archived[0]).split("|", 3),
+                strict=True,
+            )
+            differ = [f"{n} was {now}, not {was}" for n, a, b, now, was in parts if a != b]
+            return f"{', '.join(differ)} as its rows were archived under"
+    return None

@@ -23,7 +23,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,8 +36,14 @@ from aishell.dialects import family
 from aishell.errors import StepInterrupted
 from aishell.handlers.purge.archivefile import encode_rows
 from aishell.handlers.purge.attempt import first_line, stopped_resumably
-from aishell.handlers.purge.batchsql import XACT_FUTURE, XACT_SQL, XACT_STATUS_SQL, BatchSql
-from aishell.handlers.purge.exactread import exact_reads
+from aishell.handlers.purge.batchsql import (
+    XACT_FUTURE,
+    XACT_SQL,
+    XACT_STATUS_SQL,
+    BatchSql,
+    open_below,
+)
+from aishell.handlers.purge.exactread import exact_reads, judged_under
 from aishell.handlers.purge.infinite import read_infinite_dates
 from aishell.risk import RiskLevel
 from aishell.sqltext import text
@@ -315,7 +321,7 @@ class KeyBatch:
 
     @property
     def _first(self) -> bool:
-        return self.after is None
+        return open_below(self.after)
 
     @property
     def _range(self) -> dict[str, Any]:
@@ -327,17 +333,12 @@ class KeyBatch:
         it did not. A key the table holds with another row (written again after the
         COMMIT, or the row changed after the COMMIT was lost) leaves it unknown."""
         keys = list(archived)
-        sql = text(self.batch.rows_present()).bindparams(bindparam("keys", expanding=True))
         left = changed = 0
-        with exact_reads(self._conn):
-            read_infinite_dates(self._conn)
-            for i in range(0, len(keys), KEYS_A_LOOK):
-                found = self._conn.execute(sql, {"keys": keys[i : i + KEYS_A_LOOK]})
-                columns = list(found.keys())
-                for row in found.fetchall():
-                    line = encode_rows(columns, [row]).rstrip(b"\n")
-                    left += 1
-                    changed += archived.get(json.loads(line).get(self.batch.key_name)) != line
+        for columns, rows in self._present(keys):
+            for row in rows:
+                line = encode_rows(columns, [row]).rstrip(b"\n")
+                left += 1
+                changed += archived.get(json.loads(line).get(self.batch.key_name)) != line
         if left == 0 or (left == len(keys) and not changed):
             return left == 0
         if changed:
@@ -347,6 +348,37 @@ class KeyBatch:
                 "after it was lost)"
             )
         self._undecided(f"{left:,} of the {len(keys):,} rows it archived are still in the table")
+
+    def _present(self, keys: list[Any]) -> Iterator[tuple[list[str], list[Any]]]:
+        """The table's rows of these keys, a look at a time, read as the batch read them
+        for its archive file: under the settings it read them under (PostgreSQL), or the
+        judgement stops, saying which setting differs."""
+        sql = text(self.batch.rows_present()).bindparams(bindparam("keys", expanding=True))
+        settings = self.batch.reads_settings()
+        archived_under = list(self.pending.get("archive_settings") or ())
+        with exact_reads(self._conn):
+            read_infinite_dates(self._conn)
+            for i in range(0, len(keys), KEYS_A_LOOK):
+                found = self._conn.execute(sql, {"keys": keys[i : i + KEYS_A_LOOK]})
+                columns, rows = list(found.keys()), found.fetchall()
+                if not settings:
+                    yield columns, list(rows)
+                    continue
+                problem = judged_under(self._conn, (str(r[-1]) for r in rows), archived_under)
+                if problem is not None:
+                    self._not_comparable(problem)
+                yield columns[:-1], [tuple(r)[:-1] for r in rows]
+
+    def _not_comparable(self, problem: str) -> NoReturn:
+        raise stopped_resumably(
+            self.ctx,
+            f"whether the purge's last batch (keys after {self.after!r} up to "
+            f"{self.pending['upper']!r}) committed cannot be judged in this session: its "
+            f"rows were read again while the session's {problem}; compared with what it "
+            "archived, their text could look changed, or unchanged, when it is not",
+            "make the session's settings those the batch ran under (the target's role or "
+            "database settings), then resume",
+        )
 
     def _by_old_rows(self) -> bool:
         """No witness of the transaction's own (no archive, or SQLite's rowid, which no

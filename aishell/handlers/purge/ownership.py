@@ -50,6 +50,9 @@ class BatchBytes:
 
     start: int
     data: bytes
+    # PostgreSQL: the settings its rows were written under (exactread.SETTINGS), which
+    # a resume reads them again under to compare them (exactread.judged_under).
+    settings: tuple[str, ...] = ()
 
     @property
     def end(self) -> int:
@@ -57,11 +60,14 @@ class BatchBytes:
 
     def pending(self) -> dict[str, Any]:
         """What the checkpoint keeps of them, written before they are."""
-        return {
+        kept: dict[str, Any] = {
             "archive_from": self.start,
             "archive_offset": self.end,
             "archive_digest": hashlib.sha256(self.data).hexdigest(),
         }
+        if self.settings:
+            kept["archive_settings"] = list(self.settings)
+        return kept
 
 
 def write_batch(archive: ArchiveFile, batch: BatchBytes) -> int:

@@ -42,8 +42,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from aishell.handlers.purge.attempt import stopped_resumably
-from aishell.handlers.purge.batches import MAX_GROWTH, OverLimit, Walk, delete_batch, largest_batch
+from aishell.handlers.purge.batches import MAX_GROWTH, Walk, largest_batch
 from aishell.handlers.purge.batchsql import KEYS, PAGES_SQL, PART, BatchSql
+from aishell.handlers.purge.batchwork import OverLimit, delete_batch
 from aishell.handlers.purge.indoubt import transaction_of
 from aishell.handlers.purge.ownership import BatchBytes
 from aishell.sqltext import display, text

@@ -16,7 +16,7 @@ from aishell.handlers.purge import cutoff as cutoffs
 from aishell.handlers.purge.appreach import refuse_reached_app_code
 from aishell.handlers.purge.archive import check_archive_table
 from aishell.handlers.purge.archiveshape import check_durable
-from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer, plain_key
+from aishell.handlers.purge.batchsql import RETURNING, BatchSql, is_integer, open_below, plain_key
 from aishell.handlers.purge.estimate import Remember, count_older, estimate_rows
 from aishell.handlers.purge.pages import walks_pages
 from aishell.handlers.purge.reach import read_reach
@@ -154,10 +154,16 @@ def prepare(params: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
 def render_purge(params: Mapping[str, Any], ctx: ToolContext) -> list[str]:
     """What the step sends of the table: the reads at its start, then what the batches
     send: the first batch's form (no lower bound), then the rest. Plain key ranges start
-    below the lowest key, so every batch has a lower bound, as every page range has."""
-    batch: BatchSql = prepare(params, ctx)["batch"]
+    below the lowest key, so every batch has a lower bound, as every page range has,
+    but where the lowest key is the least of its type (batchsql.LEAST_KEY)."""
+    prepared = prepare(params, ctx)
+    batch: BatchSql = prepared["batch"]
     start = _start_reads(ctx, batch)
-    if batch.by_range or batch.by_pages:
+    low = prepared["bounds"][0]
+    # A walk from the least key of its type has no key below it to start after: its
+    # first batch's statements have no lower bound (batches.Walk, open_below).
+    from_least = batch.by_range and is_integer(low) and open_below(low - 1)
+    if batch.by_pages or (batch.by_range and not from_least):
         return start + batch.statements(first=False) + _stop_reads(ctx, batch, params)
     shown = batch.statements(first=True)
     rest = [sql for sql in batch.statements(first=False) if sql not in shown]

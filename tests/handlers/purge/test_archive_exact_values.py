@@ -193,15 +193,19 @@ def test_postgresql_values_the_driver_changes_are_archived_as_server_text(
 
 def _set_by_trigger(url: str, name: str, value: str, when: str) -> None:
     with engine(url).begin() as conn:
+        if name == "lc_monetary":
+            # Every session of the database begins in C.UTF-8, whatever the server's.
+            database = conn.execute(text("SELECT current_database()")).scalar_one()
+            conn.execute(text(f"ALTER DATABASE \"{database}\" SET lc_monetary = 'C.UTF-8'"))
         conn.execute(
             text(
                 "CREATE TABLE logs (id int PRIMARY KEY, at timestamp NOT NULL, f float8, "
-                "iv interval)"
+                "iv interval, mo money)"
             )
         )
         conn.execute(
             text(
-                "INSERT INTO logs SELECT g, '2000-01-01', 0.1 + g, '-1 year +2 days' "
+                "INSERT INTO logs SELECT g, '2000-01-01', 0.1 + g, '-1 year +2 days', 1234.5 + g "
                 "FROM generate_series(1, 4) g"
             )
         )
@@ -220,7 +224,14 @@ def _set_by_trigger(url: str, name: str, value: str, when: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("extra_float_digits", "-15"), ("DateStyle", "SQL, DMY"), ("IntervalStyle", "sql_standard")],
+    [
+        ("extra_float_digits", "-15"),
+        ("DateStyle", "SQL, DMY"),
+        ("IntervalStyle", "sql_standard"),
+        # money's text is read back in the lc_monetary of the session that reads it, not
+        # the C.UTF-8 the purge's session began in (_set_by_trigger).
+        ("lc_monetary", "C"),
+    ],
 )
 @pytest.mark.parametrize(
     ("when", "batches"),

@@ -24,8 +24,8 @@ from sqlalchemy.engine import make_url
 from aishell import commands
 from aishell.config.models import Config
 from aishell.errors import StepFailed, TargetError
-from aishell.handlers.purge.batches import delete_batch
 from aishell.handlers.purge.batchsql import BatchSql
+from aishell.handlers.purge.batchwork import delete_batch
 from aishell.sqltext import quote_identifier
 from aishell.tool.context import ToolContext
 from tests.handlers.purge.test_log_cleanup import (
