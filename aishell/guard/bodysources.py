@@ -16,7 +16,7 @@ from typing import NamedTuple
 from sqlalchemy.engine import Connection
 
 from aishell.guard.pgcode import pg_extension_code
-from aishell.guard.sqlitetriggers import EVENTS, trigger_events
+from aishell.guard.sqlitetriggers import EVENTS, SQLITE_TRIGGERS, trigger_events
 from aishell.guard.writtentables import Write
 from aishell.sqltext import text
 
@@ -120,7 +120,7 @@ _MYSQL_BODIES = (
     "AND r.ROUTINE_TYPE = a.k ORDER BY 1"
 )
 _SQLITE_BODIES = (
-    "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t "
+    f"SELECT name, tbl_name, sql FROM {SQLITE_TRIGGERS} WHERE tbl_name = :t "
     "COLLATE NOCASE ORDER BY 1"
 )
 

@@ -1,6 +1,7 @@
 """The PostgreSQL catalog query of the code of a database's own that its tables run
-(usercode.py): each index, statistics object, column type, default (a column's own or
-its domain's), generated column, check, domain check, policy, trigger and rule, with the
+(usercode.py): each index, partition key, statistics object, column type, default (a
+column's own or its domain's), generated column, check, domain check, policy, trigger
+and rule, with the
 user-defined functions it calls, the table's ancestors, and an index's access method.
 """
 
@@ -53,6 +54,9 @@ WITH RECURSIVE aishell_fn AS (
     WHERE i.indexrelid >= {_USER} AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
     UNION ALL SELECT {_rel("pg_statistic_ext")}, s.oid, s.stxexprs::pg_catalog.text
     FROM pg_catalog.pg_statistic_ext s WHERE s.oid >= {_USER} AND s.stxexprs IS NOT NULL
+    UNION ALL SELECT {_rel("pg_class")}, pt.partrelid, pt.partexprs::pg_catalog.text
+    FROM pg_catalog.pg_partitioned_table pt
+    WHERE pt.partrelid >= {_USER} AND pt.partexprs IS NOT NULL
     UNION ALL SELECT {_rel("pg_trigger")}, t.oid, t.tgqual::pg_catalog.text
     FROM pg_catalog.pg_trigger t WHERE t.oid >= {_USER} AND t.tgqual IS NOT NULL
     UNION ALL SELECT {_rel("pg_rewrite")}, r.oid, r.ev_action::pg_catalog.text
@@ -74,25 +78,31 @@ WITH RECURSIVE aishell_fn AS (
   JOIN pg_catalog.pg_operator o ON o.oid = a.amopopr
   JOIN aishell_fn f ON f.oid = o.oprcode
   WHERE a.oid >= {_USER}
-), aishell_type_fn(typ, fn) AS (
-  SELECT t.oid, f.oid FROM pg_catalog.pg_type t
+), aishell_type_fn(typ, fn, analyze_only) AS (
+  -- analyze_only: the typanalyze, which only ANALYZE calls; the others run wherever
+  -- values of the type are compared, sorted or merged, an index's operator class too
+  -- (the catalog's range_ops calls a range's canonical and subtype_diff functions, as
+  -- a GiST build or insert weighs where an entry goes; a composite's or an array's
+  -- comparison calls its members' default operator classes).
+  SELECT t.oid, f.oid, true FROM pg_catalog.pg_type t
   JOIN aishell_fn f ON f.oid = t.typanalyze
   WHERE t.oid >= {_USER}
-  UNION SELECT r.rngtypid, f.oid FROM pg_catalog.pg_range r JOIN aishell_fn f
+  UNION SELECT r.rngtypid, f.oid, false FROM pg_catalog.pg_range r JOIN aishell_fn f
     ON f.oid = ANY (ARRAY[r.rngcanonical, r.rngsubdiff])
-  UNION SELECT r.rngtypid, ff.fn FROM pg_catalog.pg_range r
+  UNION SELECT r.rngtypid, ff.fn, false FROM pg_catalog.pg_range r
   JOIN pg_catalog.pg_opclass oc ON oc.oid = r.rngsubopc
   JOIN aishell_family_fn ff ON ff.family = oc.opcfamily
-  UNION SELECT oc.opcintype, ff.fn FROM pg_catalog.pg_opclass oc
+  UNION SELECT oc.opcintype, ff.fn, false FROM pg_catalog.pg_opclass oc
   JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod
   JOIN aishell_family_fn ff ON ff.family = oc.opcfamily
   WHERE oc.opcdefault AND am.amname = ANY ('{{btree,hash}}')
 ), aishell_made_of(relid, attname, typ) AS (
-  -- Each column's type and the types it is made of. Only a type a user made holds one
+  -- Each column's type and the types it is made of, of a table's columns and of an
+  -- index's entries (a column's or an expression's). Only a type a user made holds one
   -- (or is one) with such a function: the catalog's types are made of the catalog's.
   SELECT a.attrelid, a.attname, a.atttypid FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_class ac ON ac.oid = a.attrelid
-    AND ac.relkind = ANY ('{{r,p,m,f}}')
+    AND ac.relkind = ANY ('{{r,p,m,f,i,I}}')
   WHERE a.atttypid >= {_USER} AND a.attnum > '0' AND NOT a.attisdropped
   UNION SELECT m.relid, m.attname, x.typ FROM aishell_made_of m
   JOIN pg_catalog.pg_type t ON t.oid = m.typ CROSS JOIN LATERAL (
@@ -120,6 +130,18 @@ WITH RECURSIVE aishell_fn AS (
   JOIN pg_catalog.pg_opclass oc ON oc.oid = ANY (i.indclass)
   JOIN aishell_family_fn ff ON ff.family = oc.opcfamily
   JOIN aishell_fn f ON f.oid = ff.fn
+  -- A partitioned table's key: its expressions, evaluated to route each row written
+  -- (and folded by the planner where they hold no column), and its operator classes,
+  -- which route them and prune the partitions a statement's conditions rule out.
+  UNION ALL SELECT 'partition key', pt.partrelid, '', NULL, NULL, c.nspname, c.proname
+  FROM aishell_calls c JOIN pg_catalog.pg_partitioned_table pt
+    ON c.classid = {_rel("pg_class")} AND c.objid = pt.partrelid
+  UNION ALL SELECT 'partition key', pt.partrelid, '', NULL,
+    ' (operator class ' || oc.opcname::pg_catalog.text || ')', f.nspname, f.proname
+  FROM pg_catalog.pg_partitioned_table pt
+  JOIN pg_catalog.pg_opclass oc ON oc.oid = ANY (pt.partclass)
+  JOIN aishell_family_fn ff ON ff.family = oc.opcfamily
+  JOIN aishell_fn f ON f.oid = ff.fn
   UNION ALL SELECT 'statistics', s.stxrelid, s.stxname, NULL, NULL, c.nspname, c.proname
   FROM aishell_calls c JOIN pg_catalog.pg_statistic_ext s
     ON c.classid = {_rel("pg_statistic_ext")} AND c.objid = s.oid
@@ -128,6 +150,18 @@ WITH RECURSIVE aishell_fn AS (
   FROM aishell_made_of m JOIN aishell_type_fn u ON u.typ = m.typ
   JOIN aishell_fn f ON f.oid = u.fn
   JOIN pg_catalog.pg_attribute a ON a.attrelid = m.relid AND a.attname = m.attname
+  JOIN pg_catalog.pg_class ac ON ac.oid = m.relid AND ac.relkind = ANY ('{{r,p,m,f}}')
+  -- An index's entries are compared with their types' functions as it is built, written
+  -- and checked; ANALYZE analyzes an expression's values with its type's typanalyze too.
+  UNION ALL SELECT 'index', i.indrelid, ic.relname, NULL,
+    ' (entries of type ' || a.atttypid::pg_catalog.regtype::pg_catalog.text || ')',
+    f.nspname, f.proname
+  FROM aishell_made_of m JOIN pg_catalog.pg_index i ON i.indexrelid = m.relid
+  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = m.relid AND a.attname = m.attname
+  JOIN aishell_type_fn u ON u.typ = m.typ
+    AND (NOT u.analyze_only OR i.indkey[a.attnum - '1'] = '0')
+  JOIN aishell_fn f ON f.oid = u.fn
   UNION ALL SELECT CASE WHEN a.attgenerated = '' THEN 'default'
     ELSE 'generated' END,
     ad.adrelid, a.attname, NULL, NULL, c.nspname, c.proname FROM aishell_calls c

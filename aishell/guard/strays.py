@@ -1,10 +1,11 @@
 """What a tool's or an agent's code sends to the target besides the sessions the guard
 watches. The guard and the statement audit listen on the step's connection and on the
 second sessions it opens through `ToolContext.side_session`; a connection the code opens
-itself from the same engine (`ctx.connection.engine.connect()`), or a thread it starts
-and leaves running after its step ended, would reach the database under neither. So
-while such code runs (`watching`), the engine's statements on any connection not under
-a guard are refused on its path, and a thread of a package's code that it leaves
+itself from the same engine (`ctx.connection.engine.connect()`), from its own thread or
+from one it starts, or a thread it starts and leaves running after its step ended, would
+reach the database under neither. So while such code runs (`watching`), the engine's
+statements on any connection not under a guard are refused where a package's code sent
+them, on any thread, and a thread of a package's code that it leaves
 running is refused every statement of the engine from then on, and named."""
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ _INSIDE: ContextVar[str] = ContextVar("aishell_guarded_code", default="")
 _WATCHED: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
 # Threads of a package's code left running after the code that started them returned.
 _LEFT: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+# Whose code runs under a guard now, on any thread: a thread that code starts does not
+# carry its context (threading.Thread copies none), yet what it sends meanwhile is that
+# code's, the thread joined before the call returns or not.
+_RUNNING: list[str] = []
 
 
 @contextmanager
@@ -44,12 +49,14 @@ def watching(conn: Connection, who: str) -> Iterator[list[str]]:
     _listen(conn.engine)
     started = set(threading.enumerate())
     token = _INSIDE.set(who)
+    _RUNNING.append(who)
     left: list[str] = []
     try:
         with watched(conn):
             yield left
     finally:
         _INSIDE.reset(token)
+        _RUNNING.remove(who)
         for thread in threading.enumerate():
             code = None if thread in started or not thread.is_alive() else _package_code(thread)
             if code is not None:
@@ -94,7 +101,10 @@ def _before(
             f"statement refused: it comes from a thread ({here.name}) a tool's or an "
             "agent's code started and left running after its call returned"
         )
-    who = _INSIDE.get()
+    # A thread without the context: the code running under a guard meanwhile, whose
+    # package's frame _caller finds on this thread's stack if it sent the statement.
+    running = _RUNNING[-1:]  # a slice: another thread's watch may end meanwhile
+    who = _INSIDE.get() or (running[0] if running else "")
     if not who or conn in _WATCHED:
         return
     # aishell's own sessions outside steps (the run lock's) say so; nothing else does.

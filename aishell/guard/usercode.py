@@ -2,9 +2,12 @@
 
 ANALYZE evaluates a table's index expressions and partial-index predicates (and, on
 PostgreSQL, its extended statistics' expressions); REINDEX, VACUUM FULL, CLUSTER and
-a rewriting ALTER TABLE rebuild its indexes; INSERT, UPDATE and DELETE run its
-triggers, rules, row-security policies, defaults, generated columns, check and domain
-constraints. None of it is in the statement's text, and a function there may write
+a rewriting ALTER TABLE rebuild its indexes, comparing their entries with their
+operator classes and their entries' types' functions (a range's subtype_diff); INSERT,
+UPDATE and DELETE run its triggers, rules, row-security policies, defaults, generated
+columns, check and domain constraints, and a partitioned table's key (its expressions
+route each row written; its operator classes route them and prune the partitions a
+condition rules out). None of it is in the statement's text, and a function there may write
 whatever volatility it declares (IMMUTABLE is a promise, not a proof). So a step's
 estimate names each piece of user-defined code its statements run (executor/
 estimates.py) and the policy counts it: at least high risk, unless every function it
@@ -17,12 +20,12 @@ functions in generated columns, defaults and checks), and a default that advance
 sets a sequence (DEFAULT (NEXTVAL(s)), DEFAULT (SETVAL(s, 100))): a write of the
 sequence, which no rollback undoes, by every INSERT that leaves the column out, as
 PostgreSQL's defaults calling the catalog's writing functions count; SQLite keeps no
-function in the file, so only its triggers. A plain VACUUM evaluates a BRIN index's
-expressions and predicate, as it summarizes the page ranges rows filled since the last
-summary, and compares a GIN index's pending entries with its operator class, and runs no
-other index's code; PostgreSQL's DELETE maintains no index, so counts none. A column
-with no default of its own takes its domain's: an INSERT, or a foreign key's SET
-DEFAULT, evaluates that.
+function in the file, so only its triggers (the connection's TEMP ones too). A plain
+VACUUM evaluates a BRIN index's expressions and predicate, as it summarizes the page
+ranges rows filled since the last summary, and compares a GIN index's pending entries
+with its operator class, and runs no other index's code; PostgreSQL's DELETE maintains
+no index, so counts none. A column with no default of its own takes its domain's: an
+INSERT, or a foreign key's SET DEFAULT, evaluates that.
 
 A corruption check is a read, yet on PostgreSQL it runs an index's code too: amcheck's
 bt_index_check and bt_index_parent_check with heapallindexed build each of the table's
@@ -54,7 +57,7 @@ from aishell.guard.memory import USER_CODE_KEY
 from aishell.guard.mysqlcalls import mysql_builtins
 from aishell.guard.pgcode import PG_OWN_CODE_PARAMETER
 from aishell.guard.pgtablecode import PG_TABLE_CODE
-from aishell.guard.sqlitetriggers import trigger_events
+from aishell.guard.sqlitetriggers import SQLITE_TRIGGERS, trigger_events
 from aishell.guard.usercodeactions import METHODS, RUNS, VERBS, Action
 from aishell.sqltext import text
 
@@ -187,6 +190,7 @@ def _said(piece: Code, dialect: str) -> str:
         + (f"{piece.detail} orders its entries with" if piece.detail else " evaluates"),
         "column type": f"column {table}.{piece.name}{piece.detail} is analyzed with",
         "statistics": f"statistics object {piece.name} on {table} evaluates",
+        "partition key": f"the partition key of {table}{piece.detail} calls",
         "generated": f"generated column {table}.{piece.name} calls",
         "default": f"the default of {table}.{piece.name}{piece.detail} calls",
         "check": f"check constraint {piece.name} on {table} calls",
@@ -343,7 +347,7 @@ def _not_built_in(conn: Connection) -> Callable[[str], bool]:
 
 # --- SQLite --------------------------------------------------------------------------
 
-_SQLITE_TRIGGERS = "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY 1"
+_SQLITE_TRIGGERS = f"SELECT name, tbl_name, sql FROM {SQLITE_TRIGGERS} ORDER BY 1"
 
 
 def _sqlite(conn: Connection) -> Iterator[Code]:

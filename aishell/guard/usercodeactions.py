@@ -37,11 +37,25 @@ RUNS: dict[str, dict[str, frozenset[str]]] = {
         # amcheck's heapallindexed: every row's index entry, expressions and predicate.
         "CHECK": frozenset({"index"}),
         "ALTER": frozenset({"index", "check", "default", "generated", "domain"}),
+        # A partition key routes each row written, and prunes the partitions a
+        # statement's conditions rule out (a DELETE's too).
         "INSERT": frozenset(
-            {"trigger", "rule", "index", "default", "generated", "check", "domain", "policy"}
+            {
+                "trigger",
+                "rule",
+                "index",
+                "default",
+                "generated",
+                "check",
+                "domain",
+                "policy",
+                "partition key",
+            }
         ),
-        "UPDATE": frozenset({"trigger", "rule", "index", "generated", "check", "domain", "policy"}),
-        "DELETE": frozenset({"trigger", "rule", "policy"}),
+        "UPDATE": frozenset(
+            {"trigger", "rule", "index", "generated", "check", "domain", "policy", "partition key"}
+        ),
+        "DELETE": frozenset({"trigger", "rule", "policy", "partition key"}),
         "TRUNCATE": frozenset({"trigger"}),
         # A foreign key's ON DELETE / ON UPDATE SET DEFAULT sets its columns to their
         # defaults: the child's defaults are evaluated (MariaDB's InnoDB has no such

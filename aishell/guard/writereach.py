@@ -35,7 +35,7 @@ from aishell.guard.bodysources import IN_FAMILY, PG_EVENTS, PG_FAMILY, PG_TABLE
 from aishell.guard.bodywrites import body_writes
 from aishell.guard.calls import vouched_for
 from aishell.guard.eventtriggers import Fired, fired_event_triggers
-from aishell.guard.sqlitetriggers import EVENTS, trigger_events
+from aishell.guard.sqlitetriggers import EVENTS, SQLITE_TRIGGERS, trigger_events
 from aishell.guard.writtentables import Write, view_bases, written
 from aishell.sqltext import text
 
@@ -446,8 +446,7 @@ _MYSQL_FIRES = (
     "AND EVENT_MANIPULATION = :event ORDER BY 1"
 )
 _SQLITE_FIRES = (
-    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t "
-    "COLLATE NOCASE ORDER BY 1"
+    f"SELECT name, sql FROM {SQLITE_TRIGGERS} WHERE tbl_name = :t COLLATE NOCASE ORDER BY 1"
 )
 
 

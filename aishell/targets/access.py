@@ -119,8 +119,8 @@ def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | 
     (the read-only default, string escapes; the time zone, date and interval styles,
     superuser status and session authorization as the session began); with `thorough`,
     its search_path, its role (a function's set_config('role', ...) makes every name
-    after it resolve in that role's schema, and the steps after it run as that role)
-    and the statement limit aishell set."""
+    after it resolve in that role's schema, and the steps after it run as that role),
+    the statement limit aishell set and extra_float_digits."""
     info = cursor.connection.info
     for name in ("default_transaction_read_only", "standard_conforming_strings"):
         value = info.parameter_status(name)  # None from a server before 14
@@ -131,12 +131,16 @@ def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | 
         return reported
     start = conn.info.get(SESSION_START_KEY) or {}
     row = _second_cursor_row(cursor, _PG_SESSION_NOW)
-    path, user, limit = row if row is not None else (None, None, None)
+    path, user, limit, digits = row if row is not None else (None, None, None, None)
     pinned = conn.info.get(SEARCH_PATH_KEY)
     if pinned is not None and path != pinned:
         return f"search_path is now {path}"
     if start.get("user") is not None and user != start["user"]:
         return f"the session's role is now {user}"
+    # Fewer digits: every float read after it (a purge's keys, an archive's rows) is
+    # rounded.
+    if start.get("extra_float_digits") is not None and digits != start["extra_float_digits"]:
+        return f"extra_float_digits is now {digits}"
     kept = str(conn.info.get(STATEMENT_LIMIT_KEY) or "")
     if kept.startswith("SET statement_timeout = ") and kept.rsplit(" ", 1)[1] != str(limit):
         return f"statement_timeout is now {limit} ms"
@@ -156,7 +160,8 @@ def reported_change(conn: Connection, info: Any) -> str | None:
 
 # The statement limit in milliseconds, as aishell sets it (pg_settings' unit).
 _PG_SESSION_NOW = (
-    "SELECT pg_catalog.current_setting('search_path'), CURRENT_USER, setting "
+    "SELECT pg_catalog.current_setting('search_path'), CURRENT_USER, setting, "
+    "pg_catalog.current_setting('extra_float_digits') "
     "FROM pg_catalog.pg_settings WHERE name OPERATOR(pg_catalog.=) 'statement_timeout'"
 )
 

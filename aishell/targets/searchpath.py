@@ -59,14 +59,16 @@ def pinned(path: str) -> str:
 
 def pin_search_path(dbapi_conn: Any, record: Any) -> None:
     """Pin a new connection's search_path (see the module's docstring), and keep its
-    role, reported settings and lc_monetary as it began (SESSION_START_KEY)."""
+    role, reported settings, lc_monetary and extra_float_digits as it began
+    (SESSION_START_KEY)."""
     cursor = dbapi_conn.cursor()
     try:
         # Functions named by schema, and CURRENT_USER, which is a keyword: nothing a
         # database could define runs.
         cursor.execute(
             "SELECT pg_catalog.current_setting('search_path'), CURRENT_USER, "
-            "pg_catalog.current_setting('lc_monetary')"
+            "pg_catalog.current_setting('lc_monetary'), "
+            "pg_catalog.current_setting('extra_float_digits')"
         )
         row = cursor.fetchone()
         path = pinned(str(row[0]) if row else "")
@@ -82,6 +84,9 @@ def pin_search_path(dbapi_conn: Any, record: Any) -> None:
         "user": row[1] if row else None,
         "reported": reported,
         "lc_monetary": row[2] if row else None,
+        # How many digits a float is sent with, which the server does not report with
+        # its answers: a function may change it (access.session_changed compares).
+        "extra_float_digits": row[3] if row else None,
     }
 
 

@@ -159,3 +159,43 @@ def test_a_plan_of_more_steps_than_a_plan_holds_is_the_agent_s_failure(
     assert planned.stderr.strip().splitlines()[-1].startswith(said), planned.stderr
     name, _ = _agent(site, planned=many.replace("N", "10"))
     assert _invoke(["plan", name]).exit_code == 0
+
+
+# A handler whose thread opens a connection of its own and deletes through it, joined
+# before the handler returns: the thread is no longer running when the step ends, and
+# a thread does not carry the step's context.
+THREAD_OWN_CONNECTION = """
+import threading
+from sqlalchemy import text
+
+ERRORS = []
+
+def _count(params, ctx):
+    engine = ctx.connection.engine
+
+    def delete():
+        try:
+            with engine.connect() as own:
+                own.execute(text("DELETE FROM kept_rows WHERE id <= 10"))
+                own.commit()
+        except Exception as exc:
+            ERRORS.append(str(exc))
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    thread.join()
+    return {"row_count": 0}
+
+counts = Handler(sql_templates=("SELECT 1",), run_fn=_count)
+"""
+
+
+def test_a_connection_a_handler_s_thread_opens_mid_step_is_refused(
+    pg_rows: str, site: Install
+) -> None:
+    agent, _ = _with_handler(site, THREAD_OWN_CONNECTION, dialect="postgresql")
+    _invoke(["run", agent, "--table", "kept_rows", "--yes", "--json"])
+    assert kept_rows(pg_rows) == 50
+    errors = _handlers(agent).ERRORS
+    said = f"statement refused: {_handlers(agent).__name__} sent it on a connection of its own"
+    assert errors and said in errors[0], errors

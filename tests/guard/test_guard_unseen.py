@@ -331,6 +331,9 @@ PG_TAMPER = [
     "PERFORM set_config('TimeZone', 'Pacific/Apia', false); RETURN 1; END $$",
     "CREATE FUNCTION unlimit() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
     "PERFORM set_config('statement_timeout', '0', false); RETURN 1; END $$",
+    # Or the digits every float after it is read with.
+    "CREATE FUNCTION refloat() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM set_config('extra_float_digits', '-15', false); RETURN 1; END $$",
 ]
 MYSQL_TAMPER = [
     "CREATE FUNCTION flip() RETURNS INT NO SQL BEGIN SET @@session.tx_read_only = 0; RETURN 1; END",
@@ -356,7 +359,10 @@ def _flip_then_delete(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("dialect", "fns"),
-    [("postgresql", ("flip", "repath", "rerole", "retime", "unlimit")), ("mysql", ("flip",))],
+    [
+        ("postgresql", ("flip", "repath", "rerole", "retime", "unlimit", "refloat")),
+        ("mysql", ("flip",)),
+    ],
     ids=["postgresql", "mysql"],
 )
 def test_a_step_that_switches_its_read_only_session_fails_as_tampering(

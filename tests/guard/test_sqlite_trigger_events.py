@@ -10,9 +10,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from aishell import commands
 from aishell.guard.sqlitetriggers import EVENTS, trigger_events
+from aishell.guard.usercode import user_code
+from aishell.guard.usercodeactions import write_actions
+from aishell.guard.writereach import write_reach
+from aishell.guard.writtentables import written
 from tests.helpers import use_target
 
 HIDDEN = {
@@ -85,3 +90,38 @@ def test_a_purge_names_a_delete_trigger_however_it_is_written(
     assert purge["requires_approval"], purge
     # Named as what the DELETE fires, not only as code of the table's.
     assert [f for f in purge["estimate"].get("fires") or [] if name in f], purge
+
+
+def test_a_temp_trigger_on_the_file_s_table_is_named_with_the_file_s_triggers(
+    tmp_path: Path,
+) -> None:
+    """A TEMP trigger lives in the connection, not in the file's sqlite_master: one an
+    earlier statement on a pooled connection made (a step's, a package's) runs on the
+    file's table all the same. What was named runs."""
+    path = tmp_path / "logs.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE logs (id INTEGER PRIMARY KEY, msg TEXT)")
+        db.execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
+        db.executemany("INSERT INTO logs VALUES (?, 'm')", [(i,) for i in range(1, 11)])
+        db.executemany("INSERT INTO kept VALUES (?)", [(i,) for i in range(1, 11)])
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                text(
+                    "CREATE TEMP TRIGGER zap AFTER DELETE ON main.logs BEGIN "
+                    "DELETE FROM kept WHERE id = old.id; END"
+                )
+            )
+            delete = "DELETE FROM logs WHERE id <= 3"
+            said = user_code(conn, write_actions(written(delete, "sqlite")), (), {})
+            assert said == [
+                "trigger zap on logs (DELETE) runs its own statements, which may write "
+                "(DELETE runs it)"
+            ]
+            reach = write_reach(conn, [delete])
+            assert reach is not None and any("zap" in f for f in reach.fires), reach
+            conn.execute(text(delete))
+            assert conn.execute(text("SELECT count(*) FROM kept")).scalar_one() == 7
+    finally:
+        engine.dispose()

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import create_engine
+
 from aishell import commands
+from aishell.guard.usercode import user_code
+from aishell.guard.usercodeactions import write_actions
+from aishell.guard.writtentables import written
 from tests.guard.test_guard import execute, scalar
 from tests.guard.test_user_code import LOGS, PURGE, code_of, postgresql, sql_tool
 from tests.helpers import one_step_plan
@@ -179,3 +184,126 @@ def test_an_insert_that_leaves_a_domain_column_out_names_its_default(home: Path)
         # What was named runs: the server takes both domains' defaults.
         execute(url, "INSERT INTO w (id) VALUES (1)")
         assert scalar(url, "SELECT count(*) FROM victim") == before - 2
+
+
+# A range type whose subtype_diff (a plain PL/pgSQL function, which any user may make)
+# writes: the catalog's range_ops calls it as a GiST build or insert weighs where each
+# entry goes, and ANALYZE as it makes the range's histograms, an expression's too.
+RANGE = (
+    "CREATE FUNCTION zdiff(a float8, b float8) RETURNS float8 LANGUAGE plpgsql IMMUTABLE AS "
+    "$$ BEGIN PERFORM zap_rows(); RETURN a - b; END $$",
+    "CREATE TYPE zrange AS RANGE (subtype = float8, subtype_diff = zdiff)",
+    "INSERT INTO victim SELECT generate_series(101, 20000)",
+    "CREATE TABLE r (id integer, span zrange)",
+    "CREATE INDEX r_gist ON r USING gist (span)",
+    "CREATE TABLE e (id integer)",
+    "CREATE INDEX e_expr ON e ((zrange(id, id + 1)))",
+    "INSERT INTO r SELECT g, zrange(g, g + 1) FROM generate_series(1, 600) g",
+    "INSERT INTO e SELECT generate_series(1, 600)",
+)
+
+
+def test_an_index_over_a_range_type_names_the_types_functions_it_runs(home: Path) -> None:
+    """Neither index names zdiff(): its entries' type does. What was named runs."""
+    said_r = (
+        "index r_gist on public.r (entries of type zrange) orders its entries with "
+        "public.zdiff(), a user-defined function that may write"
+    )
+    with postgresql(home, *RANGE) as (_, url):
+        for rebuild in ("REINDEX TABLE r", "VACUUM FULL r", "CLUSTER r USING r_gist"):
+            assert code_of(url, [rebuild]) == [f"{said_r} (a rebuild runs it)"]
+        # A GiST index's cleanup compares no entries.
+        assert code_of(url, ["VACUUM r"]) == []
+        # (The expression calls the type's constructor, named as a function of the
+        # database's own too.)
+        assert (
+            "index e_expr on public.e (entries of type zrange) orders its entries with "
+            "public.zdiff(), a user-defined function that may write (ANALYZE runs it)"
+        ) in code_of(url, ["ANALYZE e"])
+        trusted = ("public.zdiff", "public.zrange")
+        assert code_of(url, ["REINDEX TABLE r", "ANALYZE e"], trusted) == []
+        for statement in ("REINDEX TABLE r", "ANALYZE e"):
+            before = scalar(url, "SELECT count(*) FROM victim")
+            execute(url, statement)
+            assert scalar(url, "SELECT count(*) FROM victim") < before, statement
+
+
+# A partitioned table whose key's operator class compares with a function that writes,
+# and another whose key's expression calls one.
+PARTITIONED = (
+    "CREATE FUNCTION icmp(a int4, b int4) RETURNS int4 LANGUAGE plpgsql IMMUTABLE AS "
+    "$$ BEGIN PERFORM zap_rows(); RETURN btint4cmp(a, b); END $$",
+    "CREATE OPERATOR CLASS my_int_ops FOR TYPE int4 USING btree AS OPERATOR 1 <, "
+    "OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 icmp(int4, int4)",
+    "CREATE TABLE parted (id integer, v integer) PARTITION BY RANGE (v my_int_ops)",
+    "CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (1000)",
+    "CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (1000) TO (2000)",
+    "CREATE TABLE keyed (id integer, v integer) PARTITION BY RANGE ((zap(v)))",
+    "CREATE TABLE keyed_1 PARTITION OF keyed FOR VALUES FROM (0) TO (1000)",
+)
+
+
+def written_code(url: str, statement: str, trusted: tuple[str, ...] = ()) -> list[str]:
+    """What the estimate says a row write runs, on a session without JIT as aishell's
+    (which compiled the catalog read for seconds over the partitioned tables)."""
+    engine = create_engine(url, connect_args={"options": "-c jit=off"})
+    try:
+        with engine.connect() as conn:
+            actions = write_actions(written(statement, "postgresql"))
+            return user_code(conn, actions, trusted, {})
+    finally:
+        engine.dispose()
+
+
+def test_a_partition_key_names_the_code_that_routes_and_prunes_its_rows(home: Path) -> None:
+    """A DELETE whose condition prunes partitions compares it with the key's operator
+    class; an INSERT routes each row through the key's expression. What was named runs."""
+    said = (
+        "the partition key of public.parted (operator class my_int_ops) calls public.icmp(), "
+        "a user-defined function that may write"
+    )
+    with postgresql(home, *PARTITIONED) as (_, url):
+        assert written_code(url, "DELETE FROM parted WHERE v < 5") == [f"{said} (DELETE runs it)"]
+        assert written_code(url, "INSERT INTO keyed VALUES (1, 1)") == [
+            "the partition key of public.keyed calls public.zap(), a user-defined function "
+            "that may write (INSERT runs it)"
+        ]
+        # A partition written on its own is routed by no key of its parent's.
+        assert written_code(url, "DELETE FROM parted_1 WHERE v < 5") == []
+        assert written_code(url, "DELETE FROM parted WHERE v < 5", ("public.icmp",)) == []
+        before = scalar(url, "SELECT count(*) FROM victim")
+        execute(url, "DELETE FROM parted WHERE v < 5")
+        assert scalar(url, "SELECT count(*) FROM victim") < before
+
+
+def test_a_purge_of_a_table_whose_partition_key_runs_code_waits(home: Path) -> None:
+    """The purge's DELETE prunes the partitions its cutoff rules out with the key's
+    operator class: named in the estimate, the step waits, and no row is deleted."""
+    with postgresql(
+        home,
+        "CREATE FUNCTION tscmp(a timestamp, b timestamp) RETURNS int4 LANGUAGE plpgsql "
+        "IMMUTABLE AS $$ BEGIN RETURN timestamp_cmp(a, b); END $$",
+        "CREATE OPERATOR CLASS my_ts_ops FOR TYPE timestamp USING btree AS OPERATOR 1 <, "
+        "OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, "
+        "FUNCTION 1 tscmp(timestamp, timestamp)",
+        "CREATE TABLE logs (id integer, created_at timestamp NOT NULL UNIQUE, n integer) "
+        "PARTITION BY RANGE (created_at my_ts_ops)",
+        "CREATE TABLE logs_all PARTITION OF logs FOR VALUES FROM (MINVALUE) TO (MAXVALUE)",
+        LOGS["postgresql"][1],
+        "CREATE OR REPLACE FUNCTION tscmp(a timestamp, b timestamp) RETURNS int4 "
+        "LANGUAGE plpgsql IMMUTABLE AS "
+        "$$ BEGIN PERFORM zap_rows(); RETURN timestamp_cmp(a, b); END $$",
+    ) as (config, url):
+        before = scalar(url, "SELECT count(*) FROM victim")
+
+        run = commands.run_job(config, "log_cleanup", PURGE)
+
+        step = next(s for s in run.steps if s.tool == "delete_old_records")
+        said = (
+            "the partition key of public.logs (operator class my_ts_ops) calls public.tscmp(), "
+            "a user-defined function that may write (DELETE runs it)"
+        )
+        assert run.status == "waiting_approval" and step.risk_level == "high", run.error
+        assert said in (step.estimate or {}).get("user_code", []), step.estimate
+        assert scalar(url, "SELECT count(*) FROM victim") == before
+        assert scalar(url, "SELECT count(*) FROM logs") == 60

@@ -41,7 +41,12 @@ from sqlalchemy.exc import DBAPIError
 
 from aishell.dialects import family
 from aishell.guard.bodysources import PG_EVENTS, PG_FUNCTION_TEXT, PG_NAMED_IN
-from aishell.guard.sqlitetriggers import EVENTS, trigger_events
+from aishell.guard.sqlitetriggers import (
+    EVENTS,
+    SQLITE_SCHEMA_VERSION,
+    SQLITE_TRIGGERS,
+    trigger_events,
+)
 from aishell.guard.writereach import Reach, follow_writes
 from aishell.guard.writtentables import Write, written
 from aishell.handlers.purge.cutoff import ZONE_COLUMNS, zone_named
@@ -309,8 +314,9 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_]+")
 # each must run on comes fourth), and the keys that reference the table, a column of a
 # key one row.
 _SQLITE_TRIGGERS = (
-    "SELECT 'trigger', name || ' on ' || tbl_name, sql, {event} FROM sqlite_master "
-    "WHERE type = 'trigger' AND tbl_name = {table} COLLATE NOCASE UNION ALL "
+    "SELECT 'trigger', name || ' on ' || tbl_name, sql, {event} FROM "
+    + SQLITE_TRIGGERS
+    + " WHERE tbl_name = {table} COLLATE NOCASE UNION ALL "
 )
 _SQLITE_KEYS = (
     "SELECT 'foreign key', m.name || ' (' || f.id || ')', "
@@ -319,7 +325,7 @@ _SQLITE_KEYS = (
     "WHERE m.type = 'table' AND f.\"table\" = :t COLLATE NOCASE ORDER BY 1, 2, 3"
 )
 # Any change of SQLite's schema moves it on; unchanged, the reach is as it was.
-_SQLITE_VERSION = "SELECT schema_version FROM pragma_schema_version"
+_SQLITE_VERSION = SQLITE_SCHEMA_VERSION
 
 Found = tuple[tuple[str, str, str], ...]
 
