@@ -17,7 +17,8 @@ from aishell.cli.options import (
     lock_wait_option,
     quiet_option,
 )
-from aishell.cli.output import answer, run_and_render
+from aishell.cli.output import answer, can_ask, run_and_render
+from aishell.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
 @click.command("restore")
@@ -86,3 +87,50 @@ def backups_show(state: State, backup_id: int, as_json: bool) -> None:
     """Show one backup: its manifest and the result of its validation."""
     data = commands.show_backup(state.config, backup_id)
     answer(as_json, data, lambda out: render.backup_detail(out, data))
+
+
+@backups.command("adopt")
+@click.argument("backup_ids", nargs=-1, type=WholeNumber(min=1))
+@click.option(
+    "--all-unsigned", is_flag=True, help="Every kept backup whose row this home did not sign."
+)
+@click.option("--yes", "-y", is_flag=True, help="Sign without asking (for scripts).")
+@json_option
+@pass_state
+@click.pass_context
+def backups_adopt(
+    ctx: click.Context,
+    state: State,
+    backup_ids: tuple[int, ...],
+    all_unsigned: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Sign backups' rows recorded unsigned (by an older aishell) once each file matches.
+
+    Each backup's file is read again and checked against the sha256, size and manifest
+    its row records; a row whose file is missing or differs is refused, one line each.
+    What matches is shown and, once you confirm (--yes for scripts), signed with this
+    home's key: restore, validation and retention then trust it again."""
+    checked = commands.check_adoption(state.config, backup_ids, all_unsigned)
+    ready = checked["ready"]
+    if ready and not yes:
+        # What would be signed, on stderr beside the question (or the refusal to ask).
+        render.adoption_preview(render.prompt_console(), checked)
+        if not can_ask():
+            raise UsageError(
+                f"{len(ready)} backup row(s) match their files, and nobody is at a terminal "
+                "to confirm signing them; pass --yes to sign them"
+            )
+        question = f"Sign these {len(ready)} backup row(s) with this home's key?"
+        if not click.confirm(question, default=False, err=True):
+            raise UsageError("Nothing signed: the adoption was declined")
+    done = commands.adopt_backups(state.config, ready)
+    result = {
+        "adopted": done["adopted"],
+        "already_signed": checked["signed"],
+        "refused": checked["refused"] + done["refused"],
+        "checked": [{k: v for k, v in row.items() if k != "stored"} for row in ready],
+    }
+    answer(as_json, result, lambda out: render.adoption_result(out, result))
+    ctx.exit(EXIT_FAILED if result["refused"] else EXIT_OK)

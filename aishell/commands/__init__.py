@@ -23,12 +23,14 @@ __all__ = [
     "StepPreview",
     "add_schedule",
     "add_target",
+    "adopt_backups",
     "agent_spec",
     "apply_plan",
     "ask",
     "backup_catalog",
     "backup_freshness",
     "backup_state",
+    "check_adoption",
     "check_alerts",
     "check_planner",
     "check_target",
@@ -80,6 +82,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from aishell.commands.adopt import adopt_backups, check_adoption
     from aishell.commands.agents import agent_spec, list_agents, plugin_problems, show_agent
     from aishell.commands.alerts import check_alerts
     from aishell.commands.assumptions import ROW_DRIFT_TOLERANCE
@@ -143,6 +146,7 @@ else:
         __name__,
         __all__,
         {
+            "aishell.commands.adopt": ("adopt_backups", "check_adoption"),
             "aishell.commands.agents": (
                 "agent_spec",
                 "list_agents",

@@ -23,7 +23,6 @@ from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
 from aishell.state.backups import DECODED, in_place, on_disk, proof_of, refused
 from aishell.state.reached import Restorable
-from aishell.state.store import StateStore
 from aishell.targets.engines import open_target
 
 
@@ -58,7 +57,8 @@ def backup_catalog(config: Config, target: str | None = None) -> dict[str, Any]:
     now (backup_freshness)."""
     rows = list_backups(config, target)
     names = [target] if target else sorted({*config.main.targets, *(r["target"] for r in rows)})
-    with StateStore(config.state_url) as store:
+    # With the home's key: a row not signed as it is vouches for no backup's age.
+    with checking_store(config) as store:
         found = store.newest_restorable(config, names)
     return {"backups": rows, "newest_restorable": backup_freshness(found)}
 

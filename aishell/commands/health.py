@@ -53,7 +53,8 @@ def metrics(config: Config, textfile: Path | None = None) -> str:
     }
     for schedule in upcoming:  # the target a schedule that names none runs on
         schedule["target"] = schedule["target"] or config.main.default_target
-    with StateStore(config.state_url) as store:
+    # With the home's key: a row not signed as it is vouches for no backup's age.
+    with checking_store(config) as store:
         gauges = prometheus.collect(config, store, upcoming, purging, fleet_targets(config))
     if textfile is not None:
         prometheus.write_textfile(gauges, textfile)
@@ -349,12 +350,26 @@ def _backup_problems(store: StateStore) -> list[dict[str, Any]]:
     return [
         _home_problem(
             f"{backup['seal_error']}: restore, validation and retention refuse it",
-            f"take a new backup of {backup['target']} (`aishell run backup --type full`); "
-            f"backup {backup['id']}'s file is left alone: delete it by hand once no one needs it",
+            _backup_fix(backup),
         )
         for backup in store.list_backups()
         if backup["seal_error"]
     ]
+
+
+def _backup_fix(backup: dict[str, Any]) -> str:
+    """What to do about a refused backup row: adopt one recorded unsigned (its file read
+    again and checked against it), or take a new backup."""
+    fresh = f"take a new backup of {backup['target']} (`aishell run backup --type full`)"
+    if backup.get("adoptable"):
+        return (
+            f"`aishell backups adopt {backup['id']}` reads its file again and, if it is what "
+            f"the row records, signs the row once you confirm; or {fresh}"
+        )
+    return (
+        f"{fresh}; backup {backup['id']}'s file is left alone: delete it by hand once no one "
+        "needs it"
+    )
 
 
 def _home_problem(problem: str, fix: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from aishell.policy.rules import DurationHistory, SafetyPolicy, gather_facts, ma
 from aishell.registry import Registry, ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.sqltext import display
+from aishell.state.signing import SigningKey, load_key
 from aishell.state.store import StateStore
 from aishell.targets.engines import Target
 from aishell.targets.identity import backup_identity
@@ -139,7 +140,7 @@ def preview_plan(
     backup_before = False
     now = datetime.now(UTC)
     conn = handle.connect()
-    history = _History(config.state_url)
+    history = _History(config.state_url, load_key(config.home, create=False))
     run_cache: dict[str, Any] = {}
     # What the steps measure of their tables (indexes, bloat estimates): each aspect of
     # every table the plan names read in one query, shared by the steps as a run's are.
@@ -378,13 +379,16 @@ class _History:
     of earlier runs, for a maintenance window; the last verified backup): a plan under no
     such constraint never opens it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: SigningKey | None) -> None:
         self._url = url
+        # The home's key: a backup row not signed as it is satisfies no backup_required,
+        # as in the run the preview stands for.
+        self._key = key
         self._store: StateStore | None = None
 
     def _open(self) -> StateStore:
         if self._store is None:
-            self._store = StateStore(self._url)
+            self._store = StateStore(self._url, key=self._key)
         return self._store
 
     def step_durations(self, tool: str, subject: str | None, limit: int = 5) -> list[float]:

@@ -12,6 +12,8 @@ __all__ = [
     "RISK_STYLE",
     "STATUS_STYLE",
     "StepProgress",
+    "adoption_preview",
+    "adoption_result",
     "agent_detail",
     "approval_prompt",
     "approvals_table",
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from aishell.render.adoption import adoption_preview, adoption_result
     from aishell.render.base import RISK_STYLE, STATUS_STYLE, console, prompt_console
     from aishell.render.fleet import fleet_table
     from aishell.render.home import doctor_report, init_result, scheduler_units
@@ -80,6 +83,7 @@ else:
                 "console",
                 "prompt_console",
             ),
+            "aishell.render.adoption": ("adoption_preview", "adoption_result"),
             "aishell.render.fleet": ("fleet_table",),
             "aishell.render.home": (
                 "doctor_report",

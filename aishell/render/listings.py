@@ -29,6 +29,11 @@ def demo_result(out: Console, result: dict[str, Any]) -> None:
 
 # --- backups ------------------------------------------------------------------------------
 
+ON_DISK = (
+    "on disk: a file of the recorded size is at its path (not read here; restore and "
+    "validation check its sha256)"
+)
+
 
 def backups_table(
     out: Console, rows: list[dict[str, Any]], freshness: dict[str, dict[str, Any]]
@@ -67,6 +72,9 @@ def backups_table(
             safe_text(row["path"]),
         )
     out.print(table)
+    if any(row.get("file") == "on disk" for row in rows):
+        # The listing stats each file, never reads it: a big backup's hash takes minutes.
+        out.print(safe_text(ON_DISK))
     for row in rows:  # restore, validation and retention refuse it: the line says why
         if row.get("seal_error"):
             out.print(safe_text(row["seal_error"], "red"))

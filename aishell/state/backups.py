@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, insert, select, update
 
-from aishell.errors import StateTampered
+from aishell.errors import StateError, StateTampered
 from aishell.state.core import StoreCore
 from aishell.state.processes import this_host
 from aishell.state.schema import backups, runs
+from aishell.state.seals import check
+from aishell.state.signing import SigningKey
 from aishell.state.values import dumps, loads, new_id, now
 
 # A backup that a restore has proven (a passing validate_backup): what `backup_required`,
@@ -60,6 +63,54 @@ def database_of(manifest: Any) -> str | None:
     before manifests said so (of no database aishell can vouch for)."""
     said = manifest.get(DATABASE_KEY) if isinstance(manifest, Mapping) else None
     return said if isinstance(said, str) and said else None
+
+
+# What a person does about a row its key did not sign: take a new backup; and for a row
+# stored unsigned (before backups were signed) or with a key the home no longer has,
+# adopt it once its files are checked against it (commands/adopt.py).
+AGAIN = "take a new backup (`aishell run backup --type full`)"
+
+
+def adoptable(key: SigningKey | None, stored: Mapping[str, Any]) -> bool:
+    """Whether a row carries no signature or another key's: what `backups adopt` may sign
+    once its files match it. A row this key signed and that changed since is not."""
+    if not stored.get("seal") or key is None:
+        return True
+    try:
+        return bool(json.loads(stored["seal"])["key_id"] != key.key_id)
+    except (ValueError, TypeError, KeyError):
+        return False  # a damaged signature was changed outside aishell
+
+
+def seal_error(key: SigningKey | None, stored: Mapping[str, Any]) -> str | None:
+    """Why a backup's row, as stored (every column of backups), is not what the home's key
+    signed; None when it is. Without the key nothing is vouched for: a home that has
+    none signed no backup, and a row read so counts as no backup anywhere."""
+    backup_id = stored["id"]
+    again = AGAIN
+    if adoptable(key, stored):
+        again = f"`aishell backups adopt {backup_id}` signs it once its file matches it, or {AGAIN}"
+    if key is None:
+        return (
+            f"state.db: backup {backup_id} cannot be checked: this aishell home has no "
+            f"signing key (plan-signing.key), so it signed no backup; {again}"
+        )
+    try:
+        check(
+            key, "backup", str(backup_id), stored, stored.get("seal"), f"backup {backup_id}", again
+        )
+    except StateTampered as exc:
+        return str(exc)
+    return None
+
+
+def sealed(key: SigningKey | None, rows: Iterable[Any]) -> Iterator[Any]:
+    """Only the rows (selected with every column of backups) the home's key signed as
+    they are: what every reader that counts a backup (as restorable, as fresh, as kept)
+    reads, so that a row written or changed outside aishell counts nowhere."""
+    for row in rows:
+        if seal_error(key, row._mapping) is None:
+            yield row
 
 
 def refused(row: Mapping[str, Any]) -> str | None:
@@ -142,21 +193,51 @@ class BackupCatalog(StoreCore):
                 conn.execute(update(backups).where(backups.c.id == stored["id"]).values(changed))
 
     def _seal_error(self, stored: Mapping[str, Any]) -> str | None:
-        """Why a backup's row is not what the home's key signed; None when it is, or the
-        store was opened without the key."""
-        backup_id = stored["id"]
-        again = "take a new backup (`aishell run backup --type full`)"
-        try:
-            self._verify("backup", str(backup_id), stored, f"backup {backup_id}", again=again)
-        except StateTampered as exc:
-            return str(exc)
-        return None
+        """Why a backup's row is not what the home's key signed (seal_error); None when
+        it is."""
+        return seal_error(self._key, stored)
+
+    def stored_backups(self, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Rows as stored (every column, manifest as its text), oldest first: those of
+        `ids`, or (None) every row not deleted that the home's key did not sign but may
+        adopt (adoptable): what `backups adopt` checks against its files."""
+        query = select(backups).order_by(backups.c.id)
+        if ids is not None:
+            query = query.where(backups.c.id.in_(list(ids)))
+        else:
+            query = query.where(backups.c.deleted_at.is_(None))
+        found = [dict(r._mapping) for r in self._conn.execute(query)]
+        self._conn.rollback()
+        if ids is not None:
+            return found
+        return [r for r in found if self._seal_error(r) is not None and adoptable(self._key, r)]
+
+    def adopt_backup(self, stored: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+        """Sign a backup's row with the home's key, as `stored` says it was when its files
+        were checked against it and a person saw it; an event `backup_adopted` (`data`:
+        who, what was checked) records it. False, signing nothing: the row changed since,
+        or is signed already."""
+        if self._key is None:  # a caller's mistake: adopt_backups opens it with the key
+            raise StateError("state.db: a backup is adopted only in a store opened with the key")
+        with self._tx() as conn:
+            now_stored = (
+                conn.execute(select(backups).where(backups.c.id == stored["id"])).mappings().first()
+            )
+            if now_stored is None or dict(now_stored) != dict(stored):
+                return False
+            sealed_now = self._sealed("backup", str(stored["id"]), now_stored)
+            conn.execute(
+                update(backups).where(backups.c.id == stored["id"]).values(seal=sealed_now)
+            )
+            # A run's id is the event's only key: an adoption belongs to no run.
+            self._event(conn, "-", None, "backup_adopted", dict(data))
+        return True
 
     def list_backups(self, target: str | None = None) -> list[dict[str, Any]]:
         """Backups not deleted, newest first; each with `host`, the machine that took it
         (its manifest says; a backup from before manifests did, its run's host), and
-        `seal_error`: in a store opened with the home's key, why its row is not what that
-        key signed (None: it is, or there is no key), which restore, validation and
+        `seal_error`: why its row is not what the home's key signed (None: it is; a store
+        opened without the key vouches for none), which restore, validation and
         retention refuse (refused)."""
         query = (
             select(backups, runs.c.hostname.label("run_host"))
@@ -168,13 +249,19 @@ class BackupCatalog(StoreCore):
             query = query.where(backups.c.target == target)
         found = [dict(r._mapping) for r in self._conn.execute(query)]
         self._conn.rollback()
-        return [_backup_row(row) | {"seal_error": self._seal_error(row)} for row in found]
+        return [self._judged(row) for row in found]
+
+    def _judged(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A listed row with its `seal_error` and whether `backups adopt` may sign it."""
+        said = self._seal_error(row)
+        may = said is not None and adoptable(self._key, row)
+        return _backup_row(row) | {"seal_error": said, "adoptable": may}
 
     def backup_for(self, database: str, run_id: str | None = None) -> datetime | None:
         """When the newest backup that vouches for `database` (backup_identity) was
         taken, under whatever target name: one verified, or one run `run_id` took that
         no validation has failed since; of that database (its manifest names it), still
-        in place (in_place), and in a store opened with the home's key, signed with it.
+        in place (in_place), and signed with the home's key as it is (sealed).
         Its age is the caller's to judge: a backup taken earlier in a run is as old as it
         is when the run resumes."""
         vouches: ColumnElement[bool] = PROVEN
@@ -195,10 +282,7 @@ class BackupCatalog(StoreCore):
         def vouches_for(manifest: Any, row: Any) -> bool:
             verification = loads(row.verification)
             failed = isinstance(verification, Mapping) and not verification.get("ok")
-            # A row the home's key did not sign as it is (verified_at written in) vouches
-            # for nothing.
-            sound = self._seal_error(dict(row._mapping)) is None
-            return database_of(manifest) == database and not failed and sound
+            return database_of(manifest) == database and not failed
 
         return self._newest_in_place(query, vouches_for)
 
@@ -206,10 +290,11 @@ class BackupCatalog(StoreCore):
         self, query: Select[Any], wanted: Callable[[Any, Any], bool]
     ) -> datetime | None:
         """When the newest of the query's backups (newest first) that `wanted` takes,
-        given its manifest and row, and still in place (in_place) was taken."""
+        given its manifest and row, and still in place (in_place) was taken. A row the
+        home's key did not sign as it is (verified_at written in) vouches for nothing."""
         found = None
         with self._conn.execute(query) as rows:
-            for row in rows:
+            for row in sealed(self._key, rows):
                 manifest = loads(row.manifest)
                 if not wanted(manifest, row):
                     continue

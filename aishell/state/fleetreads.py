@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
-from aishell.state.backups import in_place
+from aishell.state.backups import in_place, sealed
 from aishell.state.beats import with_beats
 from aishell.state.core import StoreCore
 from aishell.state.fleet import last_change, reasons_kept, standing_refusal
@@ -160,25 +160,20 @@ class FleetReadings(StoreCore):
         """Per target name the catalog files backups under: when its newest backup of any
         kind still kept was taken, and how many are kept, of whatever database. Only
         backups still in place count (in_place, as retention judges them): one deleted,
-        or whose file is gone, moved or cut short, is counted nowhere. How old the newest
+        or whose file is gone, moved or cut short, or whose row the home's key did not sign as
+        it is (sealed), is counted nowhere. How old the newest
         restorable backup of the database a target reaches now is, is newest_restorable's
         (reached.py). One statement for every target."""
         self.flush()
+        # Every column: a row is counted only as the home's key signed it (sealed).
         rows = self._conn.execute(
-            select(
-                backups.c.target,
-                backups.c.created_at,
-                backups.c.path,
-                backups.c.size_bytes,
-                backups.c.manifest,
-                runs.c.hostname,
-            )
+            select(backups, runs.c.hostname)
             .outerjoin(runs, runs.c.run_id == backups.c.run_id)
             .where(backups.c.deleted_at.is_(None))
         ).all()
         self._conn.rollback()
         summary: dict[str, dict[str, Any]] = {}
-        for row in rows:
+        for row in sealed(self._key, rows):
             manifest = loads(row.manifest)
             said = manifest.get("hostname") if isinstance(manifest, dict) else None
             if not in_place(row.path, row.size_bytes, said or row.hostname):

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from aishell.config.dburl import parse_url, resolve_url, url_fingerprint
 from aishell.config.models import Config
-from aishell.state.backups import PROVEN, database_of, in_place
+from aishell.state.backups import PROVEN, database_of, in_place, sealed
 from aishell.state.core import StoreCore
 from aishell.state.schema import backups, reached_databases, runs
 from aishell.state.values import dumps, loads, now
@@ -114,20 +114,14 @@ class ReachedDatabases(StoreCore):
         }
 
     def _newest_proven(self, databases: set[str]) -> dict[str, dict[str, Any]]:
-        """For each of `databases`, its newest restore-proven backup still in place, as
-        {id, target, created_at, path}; one statement."""
+        """For each of `databases`, its newest restore-proven backup still in place and
+        signed with the home's key as it is, as {id, target, created_at, path}; one
+        statement."""
         if not databases:
             return {}
+        # Every column: a row is counted only as the home's key signed it (sealed).
         query = (
-            select(
-                backups.c.id,
-                backups.c.target,
-                backups.c.created_at,
-                backups.c.path,
-                backups.c.size_bytes,
-                backups.c.manifest,
-                runs.c.hostname,
-            )
+            select(backups, runs.c.hostname)
             .outerjoin(runs, runs.c.run_id == backups.c.run_id)
             # Only rows whose manifest names one of the databases are read whole.
             .where(
@@ -144,7 +138,7 @@ class ReachedDatabases(StoreCore):
         )
         found: dict[str, dict[str, Any]] = {}
         with self._conn.execute(query) as rows:
-            for row in rows:
+            for row in sealed(self._key, rows):
                 manifest = loads(row.manifest)
                 database = database_of(manifest)
                 if database is None or database not in databases or database in found:

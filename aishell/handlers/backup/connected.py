@@ -5,11 +5,17 @@ tables it replaces, and it goes on after it against data it did not write. aishe
 own sessions (this process's: ownsessions.py; and the one holding the run lock) are left
 out; nobody's session is ended.
 
-One query on each server, read where the restore is prechecked; SQLite's file has no
-sessions a restore could list (its writers are caught as the restore copies: apply.py).
+One query on each server, read where the restore is prechecked. SQLite's file has no
+sessions: on Linux the other processes holding it open are named instead (/proc/PID/fd,
+those this user may read), by their id, program and user alone (a command line may hold
+a password); its writers are caught as the restore copies (apply.py).
 """
 
 from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
 
 from sqlalchemy import bindparam
 from sqlalchemy.engine import Connection
@@ -64,9 +70,59 @@ def other_sessions(conn: Connection) -> list[str]:
             query = text(_MY_CONNECTED).bindparams(bindparam("own", expanding=True))
             values = {"run_lock": run_lock_name(conn), "own": own_sessions(conn)}
             return [describe_mysql(r) for r in conn.execute(query, values).mappings()]
+        if conn.dialect.name == "sqlite":
+            return file_holders(_main_file(conn))
     except DBAPIError:
         return []
     return []
+
+
+def _main_file(conn: Connection) -> str:
+    """The file of a SQLite connection's main database ('' in memory)."""
+    for row in conn.exec_driver_sql("PRAGMA database_list"):
+        if row[1] == "main":
+            return str(row[2] or "")
+    return ""
+
+
+def file_holders(path: str) -> list[str]:
+    """The other processes that hold the file at `path` open, described ("process 12
+    (python3, user app) has the file open"); none where /proc cannot be read."""
+    try:
+        wanted = os.stat(path) if path else None
+        pids = [p for p in os.listdir("/proc") if p.isdigit()] if wanted else []
+    except OSError:
+        return []
+    found = []
+    for pid in pids:
+        if int(pid) != os.getpid() and wanted and _holds(pid, (wanted.st_dev, wanted.st_ino)):
+            found.append(_process(pid))
+    return found
+
+
+def _holds(pid: str, file: tuple[int, int]) -> bool:
+    """Whether process `pid` has the file (device, inode) open; only read, never touched."""
+    try:
+        with os.scandir(f"/proc/{pid}/fd") as fds:
+            for fd in fds:
+                try:
+                    info = os.stat(fd.path)
+                except OSError:
+                    continue  # closed meanwhile
+                if (info.st_dev, info.st_ino) == file:
+                    return True
+    except OSError:  # another user's process, or gone
+        return False
+    return False
+
+
+def _process(pid: str) -> str:
+    try:
+        program = Path(f"/proc/{pid}/comm").read_text().strip()
+        user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+    except (OSError, KeyError):
+        return f"process {pid} has the file open"
+    return f"process {pid} ({program}, user {user}) has the file open"
 
 
 def sessions_line(sessions: list[str], target: str) -> str | None:
@@ -76,6 +132,12 @@ def sessions_line(sessions: list[str], target: str) -> str | None:
     shown = "; ".join(sessions[:SHOWN])
     more = f"; and {len(sessions) - SHOWN} more" if len(sessions) > SHOWN else ""
     one = len(sessions) == 1
+    if all(s.startswith("process ") for s in sessions):  # a SQLite file's (file_holders)
+        return (
+            f"{len(sessions)} other process{'' if one else 'es'} "
+            f"{'holds' if one else 'hold'} the file of '{target}' open now, and the "
+            f"restore does not stop {'it' if one else 'them'}: {shown}{more}"
+        )
     return (
         f"{len(sessions)} other session{'' if one else 's'} {'is' if one else 'are'} "
         f"connected to the database of '{target}' now, and the restore does not stop "

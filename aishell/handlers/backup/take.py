@@ -148,7 +148,8 @@ def size_estimate(
     for row in catalog:  # newest first
         manifest = row.get("manifest") or {}
         then, size = manifest.get("database_bytes"), row.get("size_bytes")
-        if row.get("kind") != kind or manifest.get("dialect") != dialect:
+        # A row the home's key did not sign says nothing of what a backup takes.
+        if row.get("kind") != kind or manifest.get("dialect") != dialect or refused(row):
             continue
         if isinstance(then, int) and then > 0 and isinstance(size, int) and size > 0:
             scaled = round(size * database / then)

@@ -14,6 +14,7 @@ from aishell import commands
 from aishell.cli import cli
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.helpers import fill_table, use_target
 
@@ -50,12 +51,12 @@ def test_the_fleet_summary_counts_only_backups_still_in_place(home: Path, demo_d
     config = use_target(home, f"sqlite:///{demo_db}")
     older = _backup(config)
     newer = _backup(config)
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         assert store.backup_summary()["db"] == {"newest_at": newer["created_at"], "kept": 2}
         assert store.newest_restorable(config, ["db"])["db"].created_at == newer["created_at"]
     # Deleted by hand: it keeps nothing safe, and the figures say so.
     Path(newer["path"]).unlink()
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         assert store.backup_summary()["db"] == {"newest_at": older["created_at"], "kept": 1}
         assert store.newest_restorable(config, ["db"])["db"].created_at == older["created_at"]
     # A row deleted by retention proves nothing either, its file gone or not.
@@ -63,6 +64,6 @@ def test_the_fleet_summary_counts_only_backups_still_in_place(home: Path, demo_d
     conn.execute("UPDATE backups SET deleted_at = created_at WHERE id = ?", (older["id"],))
     conn.commit()
     conn.close()
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         assert "db" not in store.backup_summary()
         assert store.newest_restorable(config, ["db"])["db"].backup is None

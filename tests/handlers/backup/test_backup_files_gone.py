@@ -12,6 +12,7 @@ from pathlib import Path
 from aishell import commands
 from aishell.config.models import Config
 from aishell.policy.approvers import PreApproved
+from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 
 
@@ -64,7 +65,7 @@ def test_a_verified_backup_whose_file_is_gone_or_cut_short_is_not_fresh(
     listed = _by_path(config)
     newest = commands.backup_catalog(config)["newest_restorable"]["demo"]
     assert newest["backup_id"] == listed[first]["id"]
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         found = store.newest_restorable(config, ["demo"])["demo"].created_at
     assert found == listed[first]["created_at"]
     assert listed[second]["file"] == "missing" and listed[first]["file"] == "on disk"
@@ -73,5 +74,5 @@ def test_a_verified_backup_whose_file_is_gone_or_cut_short_is_not_fresh(
         handle.truncate(100)
     assert _by_path(config)[first]["file"] == "missing"
     assert commands.backup_catalog(config)["newest_restorable"]["demo"]["backup_id"] is None
-    with StateStore(config.state_url) as store:
+    with StateStore(config.state_url, key=load_key(config.home)) as store:
         assert store.newest_restorable(config, ["demo"])["demo"].backup is None

@@ -1,7 +1,8 @@
 """A backup's seal: its catalog row signed with the home's key, as a schedule's is, so
 that restore, validation, retention and an incremental's choice of parent act on the
 file, checksum and manifest aishell recorded, not on what was written into the store
-since. A backup recorded before has none, and is refused by each of them: take a new one.
+since. A backup recorded before has none, and is refused by each of them until a person
+adopts it (`aishell backups adopt`, its file checked against the row) or takes a new one.
 
 Revision ID: 0011_backup_seal
 Revises: 0010_schedule_seal
