@@ -8,11 +8,13 @@ entry point.
 from __future__ import annotations
 
 import gc
+import sys
 
 import click
 
 from aishell.cli.closedpipe import drop_output_once_its_reader_is_gone
 from aishell.cli.context import AishellGroup, NonEmpty, State, Subcommands
+from aishell.terminal import writes_any_text
 
 # Each subcommand by name, and where it is defined: a command imports its own module when
 # it runs (`targets list` does not pay for `run`'s), --help and docs/cli.md import them
@@ -100,6 +102,10 @@ def collect_less() -> None:
 
 
 def main() -> None:
+    # First: a locale whose encoding lacks a mark (ISO-8859-1, ASCII) never fails a
+    # command at its first line of output, nor at its error's.
+    writes_any_text(sys.stdout)
+    writes_any_text(sys.stderr)
     drop_output_once_its_reader_is_gone()
     collect_less()
     try:

@@ -25,18 +25,26 @@ if TYPE_CHECKING:
     from aishell.config.view import ConfigView
 
 
+UNDECODED = "the value holds bytes that are not text in the locale's encoding"
+
+
 class NonEmpty(click.ParamType[Any]):
     """The values of another type less the empty one: `--target "$T"` with T unset is
     refused, never taken for the option left out (which means the default). The types it
     wraps (text, a path) take one value each, as it does."""
 
-    def __init__(self, inner: click.ParamType[Any]) -> None:
+    def __init__(self, inner: click.ParamType[Any], empty_ok: bool = False) -> None:
         self.inner = inner
         self.name = inner.name
+        self.empty_ok = empty_ok
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
+        if isinstance(value, str) and not value.strip() and not self.empty_ok:
             self.fail("the value is empty" if not value else "the value is only spaces", param, ctx)
+        if isinstance(value, str) and not isinstance(self.inner, click.Path) and _undecoded(value):
+            # Bytes the locale could not decode (Python keeps them as surrogates): no
+            # name, id or text aishell stores or sends can hold them (a path can).
+            self.fail(UNDECODED, param, ctx)
         return self.inner.convert(value, param, ctx)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str | None:
@@ -51,11 +59,16 @@ class NonEmpty(click.ParamType[Any]):
 
 def refuse_empty(command: click.Command) -> click.Command:
     """The command with every text or path value it takes refused when empty, but where
-    its own default is the empty string (a description: none)."""
+    its own default is the empty string (a description: none); and every text value
+    refused when it holds bytes its locale could not decode."""
     for param in command.params:
-        if isinstance(param.type, click.types.StringParamType | click.Path) and param.default != "":
-            param.type = NonEmpty(param.type)
+        if isinstance(param.type, click.types.StringParamType | click.Path):
+            param.type = NonEmpty(param.type, empty_ok=param.default == "")
     return command
+
+
+def _undecoded(value: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in value)
 
 
 class AishellGroup(click.Group):

@@ -54,6 +54,12 @@ def demo_progress(
         yield tell
 
 
+def spinner_for(out: Console) -> str:
+    """rich's braille spinner where the terminal's encoding has it (UTF-8), else one of
+    ASCII (`- \\ | /`): on an ISO-8859-1 terminal each frame would be shown escaped."""
+    return "dots" if out.encoding.replace("-", "").startswith("utf") else "line"
+
+
 class _AmountColumn(ProgressColumn):
     """Rows or bytes done, and of how many when the step knows (a purge told no expected
     count does not; a dump that outgrew its estimate no longer does)."""
@@ -194,7 +200,7 @@ class StepProgress:
         with self._lock:
             self._stop()
             if what is not None and self.live:
-                self._status = self.out.status(safe_text(what), spinner="dots")
+                self._status = self.out.status(safe_text(what), spinner=spinner_for(self.out))
                 self._status.start()
 
     def step_started(self, step: StepResult, total: int) -> None:
@@ -226,7 +232,7 @@ class StepProgress:
                     self._start_bar(step, figures)
                     self._update_bar(figures)
                 else:
-                    self._status = self.out.status(self._running, spinner="dots")
+                    self._status = self.out.status(self._running, spinner=spinner_for(self.out))
                     self._status.start()
 
     def step_finished(self, step: StepResult, total: int) -> None:

@@ -217,8 +217,9 @@ def _pg_service(url: URL, connect_timeout: float, write_timeout: float) -> list[
         if k not in _FROM_ENVIRONMENT
     }
     keywords |= {
-        "host": url.host or "",
-        "port": str(url.port or ""),
+        # A host list is in the query (Login.applied), as libpq takes it: "a,b".
+        "host": url.host or keywords.get("host", ""),
+        "port": str(url.port or keywords.get("port", "")),
         "user": url.username or "",
         "dbname": url.database or "",
         "connect_timeout": str(max(2, round(connect_timeout))),

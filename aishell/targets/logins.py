@@ -9,12 +9,14 @@ The order is the clients' own, as their manuals give it:
   `?service=NAME`, else PGSERVICE) in PGSERVICEFILE or ~/.pg_service.conf, then
   PGSYSCONFDIR/pg_service.conf; the PGHOST, PGPORT, PGUSER, PGDATABASE and PGPASSWORD
   variables; then the password file (the URL's passfile, the service's, PGPASSFILE, or
-  ~/.pgpass, read only when no other group or other user may read it, as libpq does).
+  ~/.pgpass, read only when no other group or other user may read it, as libpq does;
+  each host of a list matched in turn: targets/pgpass.py).
 - MySQL/MariaDB: the URL (its user part, else its query's `password`, else `passwd`,
   as PyMySQL takes them); password_env; ~/.my.cnf, its [client], [client-server] and
   [client-mariadb] groups (the groups every client reads; a program's own group such
-  as [mysqldump] is not read, so every program logs in alike), read as the clients
-  read it and ignored, as they ignore it, when others may write to it; then MYSQL_PWD.
+  as [mysqldump] is not read, so every program logs in alike),
+  read as the clients read it with the files it includes (targets/optionfiles.py)
+  and ignored, as they ignore it, when others may write to it; then MYSQL_PWD.
   MySQL's encrypted login paths (~/.mylogin.cnf) are not read.
 
 aishell reads these files itself rather than leaving them to the driver: PyMySQL reads
@@ -35,6 +37,10 @@ from sqlalchemy.engine import URL
 from aishell.config.checks import env_password, environment_text
 from aishell.config.models import TargetConfig
 from aishell.errors import ConfigError
+from aishell.targets.optionfiles import SPACE as _SPACE
+from aishell.targets.optionfiles import read_option_groups
+from aishell.targets.optionfiles import text_lines as _text_lines
+from aishell.targets.pgpass import pgpass_ignored, pgpass_keys, pgpass_password
 
 MY_CNF = "~/.my.cnf"
 MY_CNF_GROUPS = ("client", "client-server", "client-mariadb")
@@ -75,6 +81,8 @@ class Login:
     # A PostgreSQL service's name and its other keywords (sslmode, ...), or {}.
     service: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    # Hosts tried in turn (libpq's list: host "a,b"): their ports, one or one each.
+    ports: str | None = None
 
     def applied(self, url: URL) -> URL:
         """url with this login in it: what the driver connects with. A query's password
@@ -85,6 +93,18 @@ class Login:
             else set(PASSWORD_KEYS)
         )
         query = {k: v for k, v in url.query.items() if k not in dropped} | self.settings
+        if self.dialect == "postgresql" and ("," in (self.host or "") or self.ports):
+            # Several hosts: SQLAlchemy hands the query's lists to libpq, which tries
+            # each in turn (the URL's own host and port hold one each).
+            # SQLAlchemy takes one port per host (libpq's one for all, repeated).
+            hosts = (self.host or "").split(",")
+            port = ",".join([str(self.port)] * len(hosts)) if self.port else ""
+            where = {"host": self.host or "", "port": self.ports or port}
+            query |= {key: value for key, value in where.items() if value}
+            # (URL.set takes None for "unchanged": _replace empties them.)
+            return url._replace(host=None, port=None).set(
+                username=self.user, password=self.password, database=self.database, query=query
+            )
         return url.set(
             username=self.user,
             password=self.password,
@@ -201,20 +221,6 @@ def _my_cnf() -> tuple[dict[str, str], str]:
     return read_option_groups(path, MY_CNF_GROUPS), ""
 
 
-# What the clients take for white space around names and values (my_isspace, latin1;
-# libpq's isspace() in the C locale): never a non-ASCII space a password may end with.
-_SPACE = " \t\n\v\f\r"
-
-
-def _text_lines(path: Path) -> list[str]:
-    """A login file's lines as the clients read them: its bytes, lines ended by "\n"
-    alone, as fgets() ends them (splitlines() also breaks at \v, \f, U+0085, U+2028
-    and others a password may hold). UTF-8, as the drivers send a password; bytes that
-    are not stay apart (surrogates), so that _utf8 refuses a password holding them
-    rather than another password being sent in its place."""
-    return path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
-
-
 def _from_environment(variable: str, source: str) -> tuple[str | None, str]:
     """The password a client's own variable holds, and where it came from; else None
     and `source` as it was."""
@@ -233,69 +239,6 @@ def _utf8(login: Login, name: str) -> Login:
         f"Target '{name}': the password from {login.password_from} is not UTF-8 text, "
         "which aishell sends a password as; write it in UTF-8"
     )
-
-
-def read_option_groups(path: Path, groups: tuple[str, ...]) -> dict[str, str]:
-    """The options of a MySQL option file's groups, read line by line as the clients
-    read them (mysys/my_default.c), a later line winning; `KEY@` names the group a key
-    came from. !include lines are not followed."""
-    found: dict[str, str] = {}
-    group = None
-    for raw in _text_lines(path):
-        line = raw.lstrip(_SPACE)
-        if not line or line[0] in "#;!":
-            continue
-        if line.startswith("["):
-            # The name's trailing spaces go, its leading ones stay: "[ client]" is not
-            # [client] to the clients. Group names match whatever their case.
-            group = line[1 : line.find("]")].rstrip(_SPACE).lower() if "]" in line else None
-            continue
-        if group not in groups:
-            continue
-        key, _, value = line[: _comment_start(line)].partition("=")
-        key = key.rstrip(_SPACE).replace("_", "-").lower()
-        found[key] = _option_value(value.strip(_SPACE))
-        found[f"{key}@"] = group
-    return found
-
-
-def _comment_start(line: str) -> int:
-    """Where a line's comment starts (its length if none): at the first `#` outside
-    single or double quotes, wherever in the line it is, as remove_end_comment() finds
-    it. A backslash keeps a quote from closing only inside quotes."""
-    quote = ""
-    escaped = False
-    for i, char in enumerate(line):
-        if char in "'\"" and not escaped:
-            if not quote:
-                quote = char
-            elif quote == char:
-                quote = ""
-        if not quote and char == "#":
-            return i
-        escaped = bool(quote) and char == "\\" and not escaped
-    return len(line)
-
-
-_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "r": "\r", "s": " ", "\\": "\\", '"': '"', "'": "'"}
-
-
-def _option_value(value: str) -> str:
-    """A value, its comment and surrounding spaces gone, as the clients take it: one
-    pair of the same quotes around all of it removed, then its escapes replaced; an
-    unknown escape and a last lone backslash are kept as they are."""
-    if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]:
-        value = value[1:-1]
-    out, i = [], 0
-    while i < len(value):
-        if value[i] == "\\" and i + 1 < len(value):
-            pair = value[i : i + 2]
-            out.append(_ESCAPES.get(value[i + 1], pair))
-            i += 2
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
 
 
 def _number(value: str | None, what: str) -> int | None:
@@ -326,10 +269,8 @@ def _postgresql(url: URL, given: tuple[str, str] | None, name: str) -> Login:
     # The query's keywords are the driver's last word (SQLAlchemy hands them to psycopg
     # over the URL's own parts): `?host=/var/run/postgresql` for a socket, say. The
     # programs aishell starts must log in where and as whom its own connection does.
-    asked = {key: _last(url.query.get(key)) for key in _PG_QUERY_LOGIN}
-    host = asked["host"] or url.host or service.get("host") or env.get("PGHOST") or None
-    port = _number(asked["port"], "the URL's ?port=") or url.port
-    port = port or _number(service.get("port") or env.get("PGPORT"), "port")
+    asked = {key: _last(url.query.get(key)) for key in ("user", "dbname")}
+    hosts, ports = _pg_hosts(url, service, name)
     user = asked["user"] or url.username or service.get("user") or env.get("PGUSER")
     user = user or getpass.getuser()
     database = asked["dbname"] or url.database or service.get("dbname") or env.get("PGDATABASE")
@@ -340,14 +281,22 @@ def _postgresql(url: URL, given: tuple[str, str] | None, name: str) -> Login:
     if password is None:
         password, source = _from_environment("PGPASSWORD", source)
     if password is None:
+        addresses = _last(url.query.get("hostaddr")) or service.get("hostaddr")
+        addresses = addresses or env.get("PGHOSTADDR") or ""
+        where = pgpass_keys(hosts, ports, addresses.split(",") if addresses else [], name)
         passfile, named = _password_file(url, service)
-        found = pgpass_lookup(passfile, host, port, database or user, user)
+        found = pgpass_password(passfile, where, database or user, user, name)
         if found is not None:
             password, source = found, named
         else:
-            source += _pgpass_ignored(passfile, named)
+            source += pgpass_ignored(passfile, named)
+    host = ",".join(hosts) or None
+    port = _number(ports[0], "port") if len(ports) == 1 else None
+    several = ",".join(ports) if len(ports) > 1 else None
     settings = {k: v for k, v in service.items() if k not in _PG_LOGIN_KEYS}
-    return Login("postgresql", user, host, port, database, password, source, service_name, settings)
+    return Login(
+        "postgresql", user, host, port, database, password, source, service_name, settings, several
+    )
 
 
 def _password_file(url: URL, service: dict[str, str]) -> tuple[Path, str]:
@@ -363,6 +312,48 @@ def _password_file(url: URL, service: dict[str, str]) -> tuple[Path, str]:
             path = Path(value).expanduser()
             return path, f"{shown} {path}"
     return Path(PGPASS).expanduser(), PGPASS
+
+
+def _pg_hosts(url: URL, service: dict[str, str], name: str) -> tuple[list[str], list[str]]:
+    """The hosts libpq tries, in order, and their ports (one for all, one each, or
+    none), first given first: the URL's query (`host=a,b&port=1,2`, or SQLAlchemy's
+    `host=a:1&host=b:2`), the URL's own, the service's, PGHOST and PGPORT."""
+    given = url.query.get("host")
+    env = os.environ
+    ports = _last(url.query.get("port"))
+    if (isinstance(given, tuple) and len(given) > 1) or (
+        isinstance(given, str) and not ports and _host_port(given)[1]
+    ):
+        if isinstance(given, tuple) and ports:
+            # As SQLAlchemy refuses it: which port would be whose?
+            raise ConfigError(
+                f"Target '{name}': url: give the ports of several hosts as host=a:1&host=b:2 "
+                "or as host=a,b&port=1,2, not both"
+            )
+        pairs = [
+            _host_port(str(value)) for value in (given if isinstance(given, tuple) else [given])
+        ]
+        hosts, ports = [host for host, _ in pairs], ",".join(port for _, port in pairs)
+    else:
+        named = _last(given) or url.host or service.get("host") or env.get("PGHOST")
+        hosts = (named or "").split(",")
+    ports = ports or str(url.port or "") or service.get("port") or env.get("PGPORT") or ""
+    listed = [port.strip(_SPACE) for port in ports.split(",")] if ports else []
+    listed = listed if any(listed) else []  # `host=a&host=b`: no port, libpq's default
+    for port in listed:
+        _number(port or None, f"Target '{name}': port")
+    hosts = [] if hosts == [""] else hosts
+    if len(listed) > 1 and len(listed) != max(1, len(hosts)):
+        raise ConfigError(f"Target '{name}': {len(hosts)} host(s) and {len(listed)} ports")
+    return hosts, listed
+
+
+def _host_port(value: str) -> tuple[str, str]:
+    """`host:port` in SQLAlchemy's form of a host list; a socket's folder as it is."""
+    host, colon, port = value.rpartition(":")
+    if not colon or value.startswith("/") or not port.isdigit():
+        return value, ""
+    return host, port
 
 
 def _service(service: str, target: str) -> dict[str, str]:
@@ -397,87 +388,3 @@ def _service_in(path: Path, service: str) -> dict[str, str] | None:
             key, _, value = line.partition("=")
             found.setdefault(key.strip(_SPACE), value)
     return found
-
-
-def _pgpass_ignored(path: Path, named: str) -> str:
-    """The note that follows "none" where the password file is there but libpq ignores it
-    for its mode (else ""): without it, a login with no password would not say why."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return ""
-    if not stat.S_ISREG(mode) or not mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return ""
-    return (
-        f" ({named} is mode {stat.S_IMODE(mode):04o}, which others may use: ignored, as "
-        f"libpq ignores it; chmod 600 {path})"
-    )
-
-
-def pgpass_lookup(
-    path: Path, host: str | None, port: int | None, database: str, user: str
-) -> str | None:
-    """The password of the first matching line of a password file, as libpq matches
-    them; None when the file is missing or others may read it (libpq ignores it then)."""
-    try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode) or mode & (stat.S_IRWXG | stat.S_IRWXO):
-            return None
-        lines = [line.rstrip("\r") for line in _text_lines(path)]
-    except OSError:
-        return None
-    wanted = [_pgpass_host(host), str(port or 5432), database, user]
-    for line in lines:
-        if not line or line.startswith("#"):
-            continue
-        fields = _pgpass_fields(line)
-        if len(fields) == 5 and all(f in ("*", w) for f, w in zip(fields, wanted, strict=False)):
-            return fields[4]
-    return None
-
-
-def _pgpass_host(host: str | None) -> str:
-    """The host a password file's line must name, as libpq matches it: "localhost" for
-    none and for a Unix socket in libpq's own socket folder; any other folder as it is
-    written (`/tmp:*:*:*:pw` is the password of sockets in /tmp alone)."""
-    if not host:
-        return "localhost"
-    if host.startswith("/") and host == _default_socket_folder():
-        return "localhost"
-    return host
-
-
-def _default_socket_folder() -> str:
-    """The folder libpq looks for a server's socket in when given no host (built into
-    it: /var/run/postgresql on Debian, /tmp upstream), as libpq itself names it; the
-    attempt is to a port no server has, never a connection."""
-    import psycopg  # PostgreSQL targets alone load the driver
-
-    attempt = psycopg.pq.PGconn.connect_start(b"host='' hostaddr='' port=1 connect_timeout=1")
-    try:
-        return (attempt.host or b"").decode(errors="replace")
-    finally:
-        attempt.finish()
-
-
-def _pgpass_fields(line: str) -> list[str]:
-    """A password file line's fields, unescaped. As in libpq, the password too ends at
-    its first unescaped colon: `*:*:*:*:a:b` logs in with `a` there, and so here."""
-    fields: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(line):
-        if line[i] == "\\" and i + 1 < len(line):
-            current.append(line[i + 1])
-            i += 2
-            continue
-        if line[i] == ":":
-            fields.append("".join(current))
-            current = []
-            if len(fields) == 5:
-                return fields
-        else:
-            current.append(line[i])
-        i += 1
-    fields.append("".join(current))
-    return fields
