@@ -19,7 +19,7 @@ from aishell.config.numbers import FloatRangeLost, json_float
 from aishell.config.places import home_private_places
 from aishell.errors import PlanError, UsageError
 from aishell.executor import FINISHED
-from aishell.executor.resume import estimate_shown, statements_shown
+from aishell.executor.resume import estimate_shown, locks_shown, statements_shown
 from aishell.files import PLAN_LIMIT, read_regular, write_beside
 from aishell.plan.model import (
     Plan,
@@ -86,12 +86,18 @@ def plan_job(
 
 def _reviewed(preview: PlanPreview, level: str) -> dict[str, Any]:
     """What the person saw of each step when the plan was saved, which `apply` holds its
-    steps to: the statements, and the risk and reasons each was judged at."""
+    steps to: the statements, and the risk, reasons and lock waits each was judged at."""
     return {
         "safety_level": level,
         "statements": {s.step_id: statements_shown(s.sql) for s in preview.steps},
         "judged": {
-            s.step_id: {"risk": s.risk_level, "reasons": list(s.reasons)} for s in preview.steps
+            s.step_id: {
+                "risk": s.risk_level,
+                "reasons": list(s.reasons),
+                # The lock waits it showed: a longer one at `apply` is not what was seen.
+                "locks": locks_shown(s.locks),
+            }
+            for s in preview.steps
         },
         # What each step said it would do (the backups a cleanup deletes), which it holds to.
         "estimates": {s.step_id: estimate_shown(s.estimate) for s in preview.steps if s.estimate},

@@ -233,7 +233,8 @@ class MaxTableSize(_Strict):
 
 
 class MaintenanceWindow(_TimeZoned):
-    """Steps above low risk run only in these hours; the window's end is a time budget."""
+    """Steps above low risk (as judged) run only in these hours; the window's end is a
+    time budget, which also stops a step still running when it comes."""
 
     type: Literal["maintenance_window", "production_hours"]
     allowed_hours: list[Hour] = Field(min_length=1)

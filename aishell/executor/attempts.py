@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from aishell.errors import AishellError, NamedApprovalNeeded, StepInterrupted, StepSkipped
+from aishell.errors import (
+    AishellError,
+    NamedApprovalNeeded,
+    StepInterrupted,
+    StepSkipped,
+    StepTimeout,
+)
 from aishell.executor.audit import audited
 from aishell.executor.context import RunContext
 from aishell.executor.covered import step_measure
@@ -37,6 +43,7 @@ from aishell.guard.connection import Guard, shapes_for
 from aishell.policy.hours import seconds_between
 from aishell.policy.rules import gather_facts
 from aishell.registry import ToolDefinition
+from aishell.risk import RiskLevel
 from aishell.state.values import dumps
 from aishell.targets.access import session_access
 from aishell.targets.deadlines import step_deadline
@@ -58,6 +65,8 @@ class _Attempts:
     limit: float
     started: float
     quick: bool
+    # When the maintenance window closes (time.monotonic()), if one bounds the step.
+    window: float | None = None
 
 
 def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolContext) -> None:
@@ -67,7 +76,10 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
     limit = min(tool.max_execution_time, run.agent.defaults.max_execution_time)
     # A dry run's reads look once, as its preparation does (prepare.py).
     retries = 0 if run.dry_run else allowed_retries(tool, run.agent.defaults)
-    _long_step_hooks(run, result, tool, ctx)
+    # The window holds it by its risk as judged (a low tool's step running user code is
+    # high), and a step that only reads not at all, as the policy judged it.
+    risk = RiskLevel(result.risk_level) if step.writes else RiskLevel.SAFE
+    _long_step_hooks(run, result, tool, ctx, risk)
     run.observer.step_started(result, len(run.results))
     started = time.monotonic()
     writes = step.writes
@@ -81,7 +93,8 @@ def run_tool(run: RunContext, result: StepResult, step: PreparedStep, ctx: ToolC
         # index's are made from); those its attempts make go with it.
         ctx.table_readings.step_starts(tables)
     try:
-        each = _Attempts(run, result, step, ctx, limit, started, _quick(run, step))
+        window = None if ctx.seconds_left is None else started + ctx.seconds_left
+        each = _Attempts(run, result, step, ctx, limit, started, _quick(run, step), window)
         _attempts(each, retries)
     finally:
         if writes:
@@ -275,6 +288,7 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
     run, result, step, ctx, limit = each.run, each.result, each.step, each.ctx, each.limit
     tool = step.tool
     label = f"{result.step_id} ({tool.name})"
+    limit, said = _attempt_limit(each, label)
     ctx.deadline = time.monotonic() + limit
     ctx.attempt = attempt
     # Whether it may write at all: its tool's risk, and what it rendered; what it
@@ -299,7 +313,7 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
         # With the step's statement limit, which step_deadline then finds set.
         session_access(ctx.connection, not writes, run.target.read_only, limit)
         with (
-            step_deadline(ctx.connection, limit, label),
+            step_deadline(ctx.connection, limit, label, said),
             audited(run, ctx, result.index, attempt, guard, each.quick),
         ):
             return step.impl.run(step.params, ctx)
@@ -314,6 +328,31 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
                 error = f"{cause}; {silent}"
             raise run.interrupted(result, ctx.connection, error, each.started) from exc
         raise
+
+
+def _attempt_limit(each: _Attempts, label: str) -> tuple[float, str | None]:
+    """The attempt's time limit, and what a step stopped by it is told when that is the
+    maintenance window's end (None: max_execution_time). A step is started in the window
+    when it is expected to end before it closes, which is a guess (earlier runs, the
+    table's size): what it really takes is bounded by the window's end as well, unless
+    its tool stops itself there (a purge, checkpointed at its last batch)."""
+    ctx = each.ctx
+    if each.window is None or ctx.ends_at is None:
+        return each.limit, None
+    left = each.window - time.monotonic()
+    # Each attempt's own time to the window's end: a tool that holds to it counts from
+    # the attempt's start, and a retry starts later.
+    ctx.seconds_left = max(left, 0.0)
+    if getattr(each.step.impl, "holds_window_end", False) or left >= each.limit:
+        return each.limit, None
+    said = (
+        f"{label} stopped: the maintenance window closes at {ctx.ends_at:%H:%M %Z}, and its "
+        f"end bounds a running step as max_execution_time does; `aishell resume "
+        f"{each.run.run_id}` runs it again in the window"
+    )
+    if left <= 0:
+        raise StepTimeout(said)
+    return left, said
 
 
 def _silence_in(exc: BaseException) -> TargetSilent | None:
@@ -368,7 +407,7 @@ def _listed(step: PreparedStep, ctx: ToolContext) -> dict[str, list[str]]:
 
 
 def _long_step_hooks(
-    run: RunContext, result: StepResult, tool: ToolDefinition, ctx: ToolContext
+    run: RunContext, result: StepResult, tool: ToolDefinition, ctx: ToolContext, risk: RiskLevel
 ) -> None:
     """What a long step (a purge) uses to checkpoint, report and budget itself."""
     store, run_id, index = run.store, run.run_id, result.index
@@ -384,7 +423,7 @@ def _long_step_hooks(
     report = getattr(run.observer, "step_progress", None)
     ctx.report = (lambda figures: report(result, figures)) if report else (lambda _f: None)
     now = run.clock()
-    ctx.ends_at = run.policy.window_closes(tool, now)
+    ctx.ends_at = run.policy.window_closes(tool, now, risk)
     ctx.seconds_left = None if ctx.ends_at is None else seconds_between(now, ctx.ends_at)
     ctx.open_target = run.open_target
     # Again here: a parallel group readies all its steps on one context first.

@@ -6,8 +6,8 @@ that cannot run is refused before anyone says yes to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -22,8 +22,8 @@ from aishell.executor.failures import whose_failure
 from aishell.executor.foresee import as_shown, foreseen
 from aishell.executor.heldtables import held_or_gone
 from aishell.executor.results import StepResult
-from aishell.executor.resume import reason_kind, statements_shown
 from aishell.executor.retry import LostConnection, final_error, step_retrying
+from aishell.executor.reviewed import not_shown
 from aishell.executor.statuses import FAILED
 from aishell.executor.stopping import Stop
 from aishell.guard.connection import Guard
@@ -32,7 +32,7 @@ from aishell.plan.conditions import parse_condition
 from aishell.plan.model import Plan, Step, plan_tables, tables_with_columns
 from aishell.plan.references import find_references, substitute, unmet
 from aishell.policy.measured import MEASURED_SIZE
-from aishell.policy.rules import Confirmation, StepFacts, Verdict, gather_facts, may_write
+from aishell.policy.rules import StepFacts, Verdict, gather_facts, may_write
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.sqltext import display
@@ -334,58 +334,9 @@ def _prepare(
     writes = may_write(tool, impl, rendered, run.target.dialect)
     facts = _facts(run, tool, params, ctx, catalog, result.index, writes)
     _held_when_measured(impl, params, ctx)
-    verdict = _not_shown(run.plan, step.id, result.sql, writes, run.policy.check(facts))
+    shown = (result.sql, result.locks)
+    verdict = not_shown(run.plan, step.id, shown, writes, run.policy.check(facts))
     return PreparedStep(tool, impl, params, rendered, verdict, writes)
-
-
-def _not_shown(
-    plan: Plan, step_id: str, sql: Sequence[str], writes: bool, verdict: Verdict
-) -> Verdict:
-    """A saved plan's step (`apply`) that would now do more than its preview showed when
-    the plan was saved: a statement it did not show (a rebuild found nothing to do then,
-    a table bloated since), a higher risk or a new reason (a trigger, a cascade added
-    since). The yes given for the plan was for what was shown: this needs a person's
-    yes to this very step, naming what is new."""
-    if not writes:
-        return verdict
-    new = _statements_not_shown(plan, step_id, sql) + _judged_higher(plan, step_id, verdict)
-    if not new:
-        return verdict
-    needs = verdict.confirmation if verdict.requires_approval else Confirmation.CONFIRM
-    return replace(
-        verdict,
-        confirmation=needs,
-        reasons=(*verdict.reasons, *new),
-        personal=(*verdict.personal, *new),
-    )
-
-
-def _statements_not_shown(plan: Plan, step_id: str, sql: Sequence[str]) -> list[str]:
-    reviewed = plan.reviewed.get("statements")
-    shown = reviewed.get(step_id) if isinstance(reviewed, dict) else None
-    if not isinstance(shown, list):
-        return []
-    added = [each for each in statements_shown(sql) if each not in set(shown)]
-    return [f"a statement the saved plan did not show: {added[0][:120]}"] if added else []
-
-
-def _judged_higher(plan: Plan, step_id: str, verdict: Verdict) -> list[str]:
-    """The step's risk above, and its reasons besides, those the saved plan showed."""
-    judged = plan.reviewed.get("judged")
-    then = judged.get(step_id) if isinstance(judged, dict) else None
-    if not isinstance(then, dict):
-        return []  # a plan saved before its steps' judgements were kept
-    found: list[str] = []
-    risk = then.get("risk")
-    if risk in set(RiskLevel) and verdict.risk.rank > RiskLevel(risk).rank:
-        found.append(f"judged {verdict.risk} now; the saved plan showed it {risk}")
-    known = {reason_kind(r) for r in then.get("reasons") or [] if isinstance(r, str)}
-    found += [
-        f"a reason the saved plan did not show: {r}"
-        for r in verdict.reasons
-        if reason_kind(r) not in known
-    ]
-    return found
 
 
 def _held_when_measured(impl: Any, params: Mapping[str, Any], ctx: ToolContext) -> None:

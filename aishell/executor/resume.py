@@ -26,7 +26,8 @@ from aishell.policy.rules import Verdict
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation, ToolContext
-from aishell.units import percent_up
+from aishell.tool.locks import StepLocks
+from aishell.units import exact, percent_up
 
 # Step states a resumed run keeps as they are.
 FINAL_STEP_STATES = ("succeeded", "denied", "skipped")
@@ -89,6 +90,7 @@ def verdict_facts(result: StepResult, verdict: Verdict) -> dict[str, Any]:
     found["sql"] = statements_shown(result.sql)
     # What the tool said it would do (the backups a cleanup deletes), which it holds to.
     found["effect"] = estimate_shown(result.estimate)
+    found["locks"] = locks_shown(result.locks)
     if result.subject is not None:
         found["subject"] = result.subject
     return found
@@ -110,6 +112,7 @@ def waiting_facts(
     found = facts(result.risk_level, result.reasons, result.personal, effect)
     found["sql"] = statements_shown(result.sql)
     found["effect"] = estimate_shown(result.estimate)
+    found["locks"] = locks_shown(result.locks)
     try:
         result.subject = measure_subject(run, result, run.registry.get(result.tool), ctx)
     except (DBAPIError, AishellError):
@@ -127,6 +130,19 @@ def statements_shown(sql: Sequence[str]) -> list[str]:
     comments (`-- a table left out`) say what it does not send, and are left out."""
     shown = (" ".join(each.split()) for each in sql)
     return [each for each in shown if each and not each.startswith("--")]
+
+
+def locks_shown(locks: StepLocks | None) -> dict[str, Any] | None:
+    """The locks a step's question shows, and each lock wait that bounds them in seconds
+    by the setting it comes from: how long it may queue for a lock, holding up every
+    session that queues behind it, is part of what a yes is given for."""
+    if locks is None:
+        return None
+    waits: dict[str, float] = {}
+    for amount, setting in locks.waits:
+        number, _, unit = amount.partition(" ")
+        waits[setting] = float(number) / (1000 if unit == "ms" else 1)
+    return {"taken": list(locks.taken), "waits": waits}
 
 
 def estimate_shown(estimate: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -199,6 +215,7 @@ def outgrown(approval: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list
     known = {reason_kind(r) for r in then.get("reasons") or []}
     grew += [f"a new reason: {r}" for r in now["reasons"] if reason_kind(r) not in known]
     grew += _statements_added(then.get("sql"), now.get("sql"))
+    grew += locks_added(then.get("locks"), now.get("locks"))
     return grew + subject_changes(then.get("subject"), now.get("subject"))
 
 
@@ -211,6 +228,27 @@ def _statements_added(then: Any, now: Any) -> list[str]:
     shown = set(then)
     added = [each for each in now if each not in shown]
     return [f"a statement not shown when it was approved: {each[:120]}" for each in added]
+
+
+def locks_added(then: Any, now: Any) -> list[str]:
+    """A lock the step would take now that was not shown when it was approved, and a
+    lock wait longer than shown (the target's lock_timeout_ms raised since); a shorter
+    one is covered. An approval recorded before its locks were kept covers them."""
+    if not isinstance(then, Mapping) or not isinstance(now, Mapping):
+        return []
+    shown = set(then.get("taken") or [])
+    grew = [
+        f"a lock not shown when it was approved: {each}"
+        for each in now.get("taken") or []
+        if each not in shown
+    ]
+    waited = then.get("waits") or {}
+    for setting, seconds in (now.get("waits") or {}).items():
+        was = waited.get(setting)
+        if not isinstance(was, int | float) or seconds > was:
+            before = "none" if not isinstance(was, int | float) else f"{exact(was)} s"
+            grew.append(f"lock wait {exact(seconds)} s ({setting}), approved at {before}")
+    return grew
 
 
 def reason_kind(reason: str) -> str:

@@ -60,6 +60,10 @@ class Handler:
     # Whether a step given `tables` does each alone and leaves out one it cannot do (a
     # shared step: handlers/shared.py), such as one held when it was measured.
     shares_tables: bool = False
+    # Whether it stops itself, checkpointed, at the maintenance window's end
+    # (ToolContext.ends_at): the executor then leaves that end to it, and bounds any
+    # other step's attempt by it as by its max_execution_time (executor/attempts.py).
+    holds_window_end: bool = False
     # What the step's second sessions may write besides its SQL (tool/side.py), by
     # engine family: shown with the tool's SQL (`aishell tools show`).
     second_session: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

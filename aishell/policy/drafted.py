@@ -20,6 +20,7 @@ from aishell.config.models import PurgeLimits
 from aishell.plan.model import Plan
 from aishell.policy.rules import SafetyPolicy, StepFacts, Verdict
 from aishell.registry import ToolDefinition
+from aishell.risk import RiskLevel
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ class DraftedPolicy(SafetyPolicy):
         """The tightest share limit among the agents that judge the tool."""
         return self.of_tool(tool).purge_limits(tool)
 
-    def window_closes(self, tool: ToolDefinition, now: datetime) -> datetime | None:
-        return self.of_tool(tool.name).window_closes(tool, now)
+    def window_closes(
+        self, tool: ToolDefinition, now: datetime, risk: RiskLevel | None = None
+    ) -> datetime | None:
+        return self.of_tool(tool.name).window_closes(tool, now, risk)
 
 
 def drafted_policy(policy: SafetyPolicy, plan: Plan, agents: Iterable[AgentRules]) -> SafetyPolicy:

@@ -1,13 +1,16 @@
 """Times of day a policy speaks of: whether a moment is in allowed hours, when the
-allowed period around it ends, and hours as a reason says them (a span of time in
-units.age_words)."""
+allowed period around it ends, hours as a reason says them (a span of time in
+units.age_words), and why a step waits for the maintenance window."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from aishell.config.models import WEEKDAYS
+from aishell.config.models import WEEKDAYS, MaintenanceWindow
+from aishell.risk import RiskLevel
+from aishell.units import age_words
 
 
 def allowed_at(local: datetime, hours: set[int], days: Collection[str]) -> bool:
@@ -44,3 +47,37 @@ def hours_text(hours: Sequence[int]) -> str:
         else:
             spans.append([hour, hour + 1])
     return ",".join(f"{a:02d}-{b:02d}" for a, b in spans)
+
+
+def window_defer(
+    constraint: MaintenanceWindow,
+    now: datetime | None,
+    risk: RiskLevel,
+    expected: tuple[float | None, str],
+) -> str | None:
+    """Why a step above low risk as judged (`risk`: a low tool's step running user code
+    is high) waits for the window, if it does; `expected`: how long it is expected to
+    take, and from what."""
+    if risk.rank <= RiskLevel.LOW.rank or now is None:
+        return None
+    zone = ZoneInfo(constraint.timezone)
+    local = now.astimezone(zone)
+    hours, days = set(constraint.allowed_hours), set(constraint.days)
+    described = f"hours {hours_text(constraint.allowed_hours)} {constraint.timezone}"
+    if not allowed_at(local, hours, days):
+        return (
+            f"outside the maintenance window ({described}; it is {local:%a %H:%M}): "
+            f"{risk.value}-risk steps wait for the window"
+        )
+    closes = window_end(local, hours, days)
+    seconds, basis = expected
+    if closes is None or seconds is None:
+        return None
+    left = seconds_between(local, closes)
+    if seconds > left:
+        return (
+            f"expected to take {age_words(seconds)} ({basis}), "
+            f"but the maintenance window closes at {closes:%H:%M} {constraint.timezone} "
+            f"(in {age_words(left)})"
+        )
+    return None

@@ -32,14 +32,14 @@ from aishell.guard.statements import classify
 from aishell.policy.hours import (
     allowed_at,
     hours_text,
-    seconds_between,
+    window_defer,
     window_end,
 )
 from aishell.policy.measured import Measure, TableMeasure
 from aishell.registry import ToolDefinition
 from aishell.risk import RiskLevel
 from aishell.tool.context import Implementation
-from aishell.units import age_words, exact, percent, percent_up
+from aishell.units import exact, percent, percent_up
 
 # The lowest risk that needs approval at each safety level.
 APPROVAL_FROM: dict[str, RiskLevel] = {
@@ -179,7 +179,7 @@ class SafetyPolicy:
             elif isinstance(constraint, BackupRequired) and facts.writes:
                 reasons += _backup_required(constraint, facts, self.target)
             elif isinstance(constraint, MaintenanceWindow):
-                defer = defer or _window(constraint, facts)
+                defer = defer or window_defer(constraint, facts.now, risk, _expected(facts))
             elif isinstance(constraint, BusinessHours):
                 defer = defer or _business_hours(constraint, facts)
             elif isinstance(constraint, PurgeLimits):
@@ -209,9 +209,11 @@ class SafetyPolicy:
             personal=tuple(personal),
         )
 
-    def window_closes(self, tool: ToolDefinition, now: datetime) -> datetime | None:
-        """When the maintenance window this step runs in closes (its time budget)."""
-        if tool.risk_level.rank <= RiskLevel.LOW.rank:
+    def window_closes(
+        self, tool: ToolDefinition, now: datetime, risk: RiskLevel | None = None
+    ) -> datetime | None:
+        """When the window the step runs in closes (its time budget), by its `risk` as judged."""
+        if (risk or tool.risk_level).rank <= RiskLevel.LOW.rank:
             return None
         closes: list[datetime] = []
         for constraint in self.constraints:
@@ -460,29 +462,8 @@ def _backup_required(constraint: BackupRequired, facts: StepFacts, target: str) 
     ]
 
 
-def _window(constraint: MaintenanceWindow, facts: StepFacts) -> str | None:
-    if facts.tool.risk_level.rank <= RiskLevel.LOW.rank or facts.now is None:
-        return None
-    zone = ZoneInfo(constraint.timezone)
-    local = facts.now.astimezone(zone)
-    hours, days = set(constraint.allowed_hours), set(constraint.days)
-    described = f"hours {hours_text(constraint.allowed_hours)} {constraint.timezone}"
-    if not allowed_at(local, hours, days):
-        return (
-            f"outside the maintenance window ({described}; it is {local:%a %H:%M}): "
-            f"{facts.tool.risk_level.value}-risk steps wait for the window"
-        )
-    closes = window_end(local, hours, days)
-    if closes is None or facts.expected_seconds is None:
-        return None
-    left = seconds_between(local, closes)
-    if facts.expected_seconds > left:
-        return (
-            f"expected to take {age_words(facts.expected_seconds)} ({facts.expected_basis}), "
-            f"but the maintenance window closes at {closes:%H:%M} {constraint.timezone} "
-            f"(in {age_words(left)})"
-        )
-    return None
+def _expected(facts: StepFacts) -> tuple[float | None, str]:
+    return facts.expected_seconds, facts.expected_basis
 
 
 def _business_hours(constraint: BusinessHours, facts: StepFacts) -> str | None:

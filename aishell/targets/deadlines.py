@@ -36,8 +36,11 @@ _DEADLINES = Watchdog()
 
 
 @contextmanager
-def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None]:
-    """Bound a step by `seconds`: on the server where it can, and from the client too.
+def step_deadline(
+    conn: Connection, seconds: float, label: str, said: str | None = None
+) -> Iterator[None]:
+    """Bound a step by `seconds` (`said`: the error when that is not max_execution_time):
+    on the server where it can, and from the client too.
 
     At the limit the running statement is cancelled; a server that answers neither the
     statement nor the cancel is cut off read_timeout_seconds later (see engines._server_engine).
@@ -80,7 +83,7 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
     except Exception as exc:
         if timed_out.is_set() or _is_server_timeout(exc):
             why = f"; {exc}" if isinstance(exc, TargetSilent) else " and was interrupted"
-            raise StepTimeout(f"{_over_limit(label, seconds)}{why}") from exc
+            raise StepTimeout(f"{said or _over_limit(label, seconds)}{why}") from exc
         raise
     finally:
         if limits is not None:
@@ -92,7 +95,7 @@ def step_deadline(conn: Connection, seconds: float, label: str) -> Iterator[None
         for thread in expiring:
             thread.join()
     if timed_out.is_set():
-        raise StepTimeout(_over_limit(label, seconds))
+        raise StepTimeout(said or _over_limit(label, seconds))
 
 
 def _over_limit(label: str, seconds: float) -> str:

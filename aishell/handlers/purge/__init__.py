@@ -113,6 +113,7 @@ delete_old_records = Handler(
     render_fn=render_purge,
     estimate_fn=estimate_purge,
     second_session=SETTLING_SQL,
+    holds_window_end=True,
 )
 delete_old_records_postgresql = Handler(
     sql_templates=_KEY_SHAPES + _PAGE_SHAPES,
@@ -122,4 +123,5 @@ delete_old_records_postgresql = Handler(
     render_fn=render_purge,
     estimate_fn=estimate_purge,
     second_session=SETTLING_SQL,
+    holds_window_end=True,
 )
