@@ -339,3 +339,39 @@ def reached(config: Config, store: Any, target: str, run_id: str = "reachedby01"
             return backup_identity(conn)
     finally:
         handle.close()
+
+
+def stored_run(
+    store: Any,
+    run_id: str,
+    target: str,
+    tools: list[str],
+    *,
+    risk: Callable[[str], str] = lambda tool: "safe",
+    job_type: str = "quick",
+) -> None:
+    """A run recorded in `store` (a StateStore) as a SQLite maintenance run with one
+    pending step per tool, in order, each at the risk `risk` gives its tool: the run the
+    listings and pages read, without planning one."""
+    store.create_run(
+        run_id=run_id,
+        agent="maintenance",
+        target=target,
+        dialect="sqlite",
+        job={"type": job_type},
+        plan={},
+        plan_hash="0" * 64,
+        tool_fingerprints={},
+        dry_run=False,
+        safety_level="strict",
+        step_rows=[
+            {
+                "index": i,
+                "step_id": f"step_{i}",
+                "tool": tool,
+                "risk_level": risk(tool),
+                "params": {},
+            }
+            for i, tool in enumerate(tools)
+        ],
+    )

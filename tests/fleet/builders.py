@@ -24,7 +24,7 @@ from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from aishell.units import stamp
 from tests.conftest import EditConfig
-from tests.helpers import reached
+from tests.helpers import reached, stored_run
 
 TARGETS = ("alpha", "beta", "gamma", "idle")
 FAILED_ERROR = "database disk image is malformed <b>not markup</b>"
@@ -46,27 +46,13 @@ def fleet_config(edit_config: EditConfig, home: Path, demo_template: Path) -> Co
 
 
 def _run(store: StateStore, run_id: str, target: str, tools: list[str]) -> None:
-    store.create_run(
-        run_id=run_id,
-        agent="maintenance",
-        target=target,
-        dialect="sqlite",
-        job={"type": "full"},
-        plan={},
-        plan_hash="0" * 64,
-        tool_fingerprints={},
-        dry_run=False,
-        safety_level="strict",
-        step_rows=[
-            {
-                "index": i,
-                "step_id": f"step_{i}",
-                "tool": tool,
-                "risk_level": "high" if tool.startswith("rebuild") else "safe",
-                "params": {},
-            }
-            for i, tool in enumerate(tools)
-        ],
+    stored_run(
+        store,
+        run_id,
+        target,
+        tools,
+        risk=lambda tool: "high" if tool.startswith("rebuild") else "safe",
+        job_type="full",
     )
 
 

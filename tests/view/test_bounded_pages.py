@@ -20,6 +20,7 @@ from aishell.view.web import TEXT_SHOWN
 from tests.conftest import EditConfig
 from tests.fleet.builders import build_fleet, fleet_config
 from tests.fleet.test_web import client
+from tests.helpers import stored_run
 
 RUN_ID = "h1huge000000"
 STEPS = 100_000
@@ -33,27 +34,12 @@ ODD_ID = "o1odd?token=x#y"
 def _huge_run(config: Config) -> None:
     with StateStore(config.state_url, key=load_key(config.home)) as store:
         for run_id, count in ((RUN_ID, STEPS), (ODD_ID, 1)):
-            store.create_run(
-                run_id=run_id,
-                agent="maintenance",
-                target="alpha",
-                dialect="sqlite",
-                job={"type": "quick"},
-                plan={},
-                plan_hash="0" * 64,
-                tool_fingerprints={},
-                dry_run=False,
-                safety_level="strict",
-                step_rows=[
-                    {
-                        "index": i,
-                        "step_id": f"step_{i}",
-                        "tool": "rebuild_fragmented_indexes",
-                        "risk_level": "high",
-                        "params": {},
-                    }
-                    for i in range(count)
-                ],
+            stored_run(
+                store,
+                run_id,
+                "alpha",
+                ["rebuild_fragmented_indexes"] * count,
+                risk=lambda tool: "high",
             )
         store.step_started(RUN_ID, 0, {}, [], 1)
         store.step_finished(RUN_ID, 0, "failed", error=HUGE)

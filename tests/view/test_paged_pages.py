@@ -24,6 +24,7 @@ from aishell.view.pages import ROWS_SHOWN, RUNS_SHOWN
 from aishell.view.web import make_app
 from tests.conftest import EditConfig
 from tests.fleet.builders import fleet_config
+from tests.helpers import stored_run
 
 RUN_ID = "p1paged00000"
 STEPS = 2 * ROWS_SHOWN + 200
@@ -46,28 +47,7 @@ def view_of(config: Config) -> TestClient:
 
 def _paged_run(config: Config) -> None:
     with StateStore(config.state_url, key=load_key(config.home)) as store:
-        store.create_run(
-            run_id=RUN_ID,
-            agent="maintenance",
-            target="alpha",
-            dialect="sqlite",
-            job={"type": "quick"},
-            plan={},
-            plan_hash="0" * 64,
-            tool_fingerprints={},
-            dry_run=False,
-            safety_level="strict",
-            step_rows=[
-                {
-                    "index": i,
-                    "step_id": f"step_{i}",
-                    "tool": "analyze_tables",
-                    "risk_level": "high",
-                    "params": {},
-                }
-                for i in range(STEPS)
-            ],
-        )
+        stored_run(store, RUN_ID, "alpha", ["analyze_tables"] * STEPS, risk=lambda tool: "high")
         for index in range(WAITING):
             store.set_step_status(RUN_ID, index, "waiting_approval", f"yes for {index}?")
         for index in range(DECIDED):
