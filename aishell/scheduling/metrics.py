@@ -84,17 +84,21 @@ def collect(
     # newer runs: a weekly job's failure must not drop out of sight under nightly runs.
     latest = store.last_real_runs()
     now = datetime.now(UTC)
+    # What the gauges show alone, counted by the store: never a run's every step read
+    # (a run of 100,000 steps cost seconds and hundreds of megabytes).
+    ids = [run["run_id"] for run in latest.values()]
+    store.check_runs(ids)
+    figures = store.step_figures(ids, rows_purged)
     for (target, agent), run in sorted(latest.items()):
-        full = store.get_run(run["run_id"])
         for value in RUN_STATUSES:
-            gauge["status"].labels(target, agent, value).set(int(full["status"] == value))
-        started = datetime.fromisoformat(full["created_at"])
+            gauge["status"].labels(target, agent, value).set(int(run["status"] == value))
+        started = datetime.fromisoformat(run["created_at"])
         gauge["started"].labels(target, agent).set(started.timestamp())
-        if full["finished_at"]:
-            ended = datetime.fromisoformat(full["finished_at"])
+        if run["finished_at"]:
+            ended = datetime.fromisoformat(run["finished_at"])
             gauge["finished"].labels(target, agent).set(ended.timestamp())
             gauge["duration"].labels(target, agent).set((ended - started).total_seconds())
-        counts, rows = _step_figures(full["steps"], rows_purged)
+        counts, rows = figures[run["run_id"]]
         for value, count in counts.items():
             gauge["steps"].labels(target, agent, value).set(count)
         if rows is not None:
@@ -111,36 +115,21 @@ def collect(
 def _per_target(
     config: Config, store: StateStore, gauge: dict[str, Gauge], targets: list[str], now: datetime
 ) -> None:
-    """Waiting approvals and backup ages of every target, one query each. A backup's age
-    is that of the database the target reaches now (newest_restorable): a target whose
-    database is unknown has none, as one without a proven backup."""
-    waiting = store.steps_waiting()
+    """Waiting approvals (counted by the store) and backup ages of every target, one
+    query each. A backup's age is that of the database the target reaches now
+    (newest_restorable): a target whose database is unknown has none, as one without a
+    proven backup."""
+    waiting = store.waiting_counts(targets)
     newest = store.newest_restorable(config, targets)
     for target in targets:
-        theirs = [w for w in waiting if w["target"] == target]
-        gauge["waiting"].labels(target).set(len(theirs))
-        if theirs:  # oldest first
-            since = datetime.fromisoformat(theirs[0]["since"])
+        theirs = waiting.get(target)
+        gauge["waiting"].labels(target).set(theirs["waiting"] if theirs else 0)
+        if theirs:
+            since = datetime.fromisoformat(theirs["oldest_since"])
             gauge["waited"].labels(target).set((now - since).total_seconds())
         age = newest[target].age_seconds(now)
         if age is not None:
             gauge["backup_age"].labels(target).set(age)
-
-
-def _step_figures(
-    steps: list[dict[str, Any]], rows_purged: Mapping[str, str]
-) -> tuple[dict[str, int], int | None]:
-    """Steps by status, and the rows the run's purges deleted (None: it has no purge)."""
-    counts: dict[str, int] = {}
-    rows: int | None = None
-    for step in steps:
-        counts[step["status"]] = counts.get(step["status"], 0) + 1
-        field = rows_purged.get(step["tool"])
-        if field is not None:
-            output = step.get("output")
-            deleted = output.get(field) if isinstance(output, dict) else None
-            rows = (rows or 0) + int(deleted or 0)
-    return counts, rows
 
 
 def exposition(registry: CollectorRegistry) -> str:

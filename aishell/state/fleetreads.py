@@ -19,6 +19,12 @@ from aishell.state.runs import RunRepository
 from aishell.state.schema import backups, fleet_runs, runs, steps
 from aishell.state.values import loads
 
+# Rows a read of steps' outputs holds at once (step_figures): its memory stays the same
+# whatever a run's size.
+_OUTPUTS_AT_ONCE = 1000
+# Run ids one statement binds (step_figures).
+_IDS_AT_ONCE = 500
+
 WAITING = "waiting_approval"
 # When a waiting step's run stopped to wait, and which steps wait: a step waiting in a
 # run that waits (steps_waiting, waiting_counts).
@@ -155,6 +161,54 @@ class FleetReadings(StoreCore):
         rows = self._conn.execute(query).all()
         self._conn.rollback()
         return {target: {"waiting": n, "oldest_since": oldest} for target, n, oldest in rows}
+
+    def step_figures(
+        self, run_ids: Sequence[str], rows_purged: Mapping[str, str]
+    ) -> dict[str, tuple[dict[str, int], int | None]]:
+        """By run (full ids): its steps by status, counted by the store, and the rows its
+        purges deleted (None: it has no step of a tool in `rows_purged`, which maps each
+        tool that deletes rows to its output's field counting them). Only those steps'
+        outputs are read, a page at a time: the metrics of a run of 100,000 steps cost
+        what one of ten does. Nothing is checked against its signature (check_runs does)."""
+        found: dict[str, tuple[dict[str, int], int | None]] = {r: ({}, None) for r in run_ids}
+        if not run_ids:
+            return found
+        self.flush()
+        rows: dict[str, int] = {}
+        # The ids bound a page at a time: a store may hold more target and agent pairs
+        # than SQLite binds values in one statement (32,766).
+        ids = list(run_ids)
+        for at in range(0, len(ids), _IDS_AT_ONCE):
+            page = ids[at : at + _IDS_AT_ONCE]
+            self._count_steps(page, found)
+            self._count_purged(page, rows_purged, rows)
+        self._conn.rollback()
+        return {r: (counts, rows.get(r)) for r, (counts, _) in found.items()}
+
+    def _count_steps(
+        self, run_ids: list[str], found: dict[str, tuple[dict[str, int], int | None]]
+    ) -> None:
+        counted = self._conn.execute(
+            select(steps.c.run_id, steps.c.status, func.count(), func.min(steps.c.idx))
+            .where(steps.c.run_id.in_(run_ids))
+            .group_by(steps.c.run_id, steps.c.status)
+        ).all()
+        # In the order of each status's first step: the order the text lists them in.
+        for run_id, status, n, _ in sorted(counted, key=lambda row: (row[0], row[3])):
+            found[run_id][0][status] = int(n)
+
+    def _count_purged(
+        self, run_ids: list[str], rows_purged: Mapping[str, str], rows: dict[str, int]
+    ) -> None:
+        outputs = (
+            select(steps.c.run_id, steps.c.tool, steps.c.output)
+            .where(steps.c.run_id.in_(run_ids) & steps.c.tool.in_(list(rows_purged)))
+            .execution_options(yield_per=_OUTPUTS_AT_ONCE)
+        )
+        for run_id, tool, output in self._conn.execute(outputs):
+            shown = loads(output)
+            deleted = shown.get(rows_purged[tool]) if isinstance(shown, dict) else None
+            rows[run_id] = rows.get(run_id, 0) + int(deleted or 0)
 
     def backup_summary(self) -> dict[str, dict[str, Any]]:
         """Per target name the catalog files backups under: when its newest backup of any

@@ -163,6 +163,30 @@ class RunRepository(ApprovalRepository):
         self._conn.rollback()
         return found
 
+    def check_runs(self, run_ids: Sequence[str], page: int = 1000) -> None:
+        """Refuse, as get_run does, a run, step or decision of these runs (full ids) the
+        home's key did not sign as it is. Of a step only what its signatures cover is
+        read (never its params or SQL), `page` rows at a time, so its memory stays the
+        same whatever a run's size. A store without the key checks nothing."""
+        if self._key is None:
+            return
+        signed = (steps.c.idx, steps.c.status, steps.c.status_seal, steps.c.output)
+        for run_id in run_ids:
+            self.run_head(run_id)
+            start = 0
+            while found := self._conn.execute(
+                select(*signed, steps.c.output_seal)
+                .where((steps.c.run_id == run_id) & (steps.c.idx >= start))
+                .order_by(steps.c.idx)
+                .limit(page)
+            ).all():
+                self._check_steps(run_id, found)
+                start = found[-1].idx + 1
+            self._conn.rollback()
+            offset = 0
+            while decided := self._approvals_of(run_id, offset, page):
+                offset += len(decided)
+
     def get_plan(self, run_id: str) -> dict[str, Any]:
         """The plan a run was started with, exactly as stored."""
         row = self._conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
