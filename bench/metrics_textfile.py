@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.view_pages import env, initialized_home  # noqa: E402
+
 HUGE_RUN = "h1huge000000"
 STEPS = 100_000
 RUNS = 10_000
@@ -51,24 +54,9 @@ print(json.dumps({"seconds": best, "peak": peak, "rss": rss}))
 MOVING = "aishell_approval_oldest_wait_seconds{"
 
 
-def env(checkout: Path, home: Path) -> dict[str, str]:
-    found = {**os.environ, "PYTHONPATH": str(checkout), "AISHELL_HOME": str(home)}
-    found["AISHELL_SYSTEM_DIR"] = str(home / "no-system-config")
-    found.pop("AISHELL_CONFIG", None)
-    return found
-
-
 def make_home(home: Path) -> None:
     """A home of the shipped config whose store holds the big run and RUNS others."""
-    environ = env(REPO, home)
-    home.mkdir()
-    subprocess.run(
-        [sys.executable, "-m", "aishell", "init"],
-        env=environ,
-        cwd=home,
-        check=True,
-        capture_output=True,
-    )
+    environ = initialized_home(home)
     script = f"""
 from sqlalchemy import insert, select, update, bindparam
 from aishell.config.models import load_config

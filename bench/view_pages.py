@@ -69,8 +69,9 @@ def env(checkout: Path, home: Path) -> dict[str, str]:
     return found
 
 
-def make_home(home: Path) -> None:
-    """A home of the shipped config whose store holds the big run and RUNS others."""
+def initialized_home(home: Path) -> dict[str, str]:
+    """A new home of the shipped config (`aishell init`), and the environment of a
+    process of this checkout in it."""
     environ = env(REPO, home)
     home.mkdir()
     subprocess.run(
@@ -80,6 +81,12 @@ def make_home(home: Path) -> None:
         check=True,
         capture_output=True,
     )
+    return environ
+
+
+def make_home(home: Path) -> None:
+    """A home of the shipped config whose store holds the big run and RUNS others."""
+    environ = initialized_home(home)
     script = f"""
 from aishell.config.models import load_config
 from aishell.state.signing import load_key
