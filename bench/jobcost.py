@@ -67,7 +67,7 @@ from aishell.cli import cli
 from aishell.cli.output import emit_json
 from aishell.commands.planner import build_plan
 from aishell.commands.starting import circuit_breaker, start_run
-from aishell.commands.stores import signed_store
+from aishell.state.store import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import load_config
 from aishell.executor import Executor

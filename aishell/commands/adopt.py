@@ -26,7 +26,7 @@ from aishell.policy.approvers import current_user
 from aishell.state.backups import adoptable, seal_error
 from aishell.state.processes import this_host
 from aishell.state.signing import SigningKey, load_key
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.state.values import loads, now
 
 CHUNK = 1 << 20
@@ -69,7 +69,7 @@ def adopt_backups(config: Config, ready: Sequence[Mapping[str, Any]]) -> dict[st
     """Sign the rows `check_adoption` found ready, each only if it is still as it was
     checked; `adopted` (ids) and `refused` ({id, why}) for a row changed meanwhile."""
     adopted, refused = [], []
-    with StateStore(config.state_url, key=load_key(config.home)) as store:
+    with signed_store(config) as store:
         for shown in ready:
             data = {
                 "backup_id": shown["id"],

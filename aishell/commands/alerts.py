@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from aishell.commands.stores import checking_store
 from aishell.config.models import Config
 from aishell.errors import ConfigError
 from aishell.scheduling import alerts
+from aishell.state.store import checking_store
 
 
 def check_alerts(config: Config, now: datetime | None = None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from sqlalchemy.exc import DBAPIError
 from aishell.agents.backup import BackupAgent
 from aishell.commands.breaker import circuit_breaker
 from aishell.commands.starting import start_run
-from aishell.commands.stores import checking_store, signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
@@ -23,6 +22,7 @@ from aishell.plan.model import Plan, validate_plan
 from aishell.policy.approvers import Approver
 from aishell.state.backups import DECODED, in_place, on_disk, proof_of, refused
 from aishell.state.reached import Restorable
+from aishell.state.store import checking_store, signed_store
 from aishell.targets.engines import open_target
 
 

@@ -12,12 +12,11 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from aishell.commands.stores import signed_store
 from aishell.config.dburl import resolve_url
 from aishell.config.models import Config
 from aishell.config.stateurl import display_url
 from aishell.errors import TargetUnreachable
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.units import took
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.config.selection import select_targets
 from aishell.errors import UsageError
 from aishell.executor import COMPLETED_WITH_DENIALS, DENIED
 from aishell.policy.approvers import current_user
 from aishell.policy.rules import named_approval_needed
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.terminal import printable
 
 DECISIONS = {

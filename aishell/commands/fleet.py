@@ -39,7 +39,6 @@ from aishell.commands.fleetdelivery import (
 )
 from aishell.commands.fleetlist import GOING_ON, fleet_summary
 from aishell.commands.runs import resume_run, run_job, show_run
-from aishell.commands.stores import signed_store
 from aishell.commands.takeback import notify_run
 from aishell.commands.tools import load_catalog
 from aishell.config.dburl import resolve_url
@@ -54,7 +53,7 @@ from aishell.policy.approvers import NonInteractive
 from aishell.registry import Registry
 from aishell.scheduling.due import firing_due, trigger_key
 from aishell.state.fleet import TriggerTaken
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.state.values import now
 
 logger = logging.getLogger(__name__)

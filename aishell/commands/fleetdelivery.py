@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aishell.commands.breaker import breaker_key
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.errors import (
@@ -27,7 +26,7 @@ from aishell.fleet.sending import sent_with, unlike
 from aishell.fleet.worker import TryLater
 from aishell.registry import Registry
 from aishell.state.fleet import standing_refusal
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 
 logger = logging.getLogger(__name__)
 

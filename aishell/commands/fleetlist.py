@@ -8,12 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from aishell.commands.fleetdelivery import NOT_RESUMED, NOT_STARTED
-from aishell.commands.stores import checking_store
 from aishell.config.models import Config
 from aishell.errors import UsageError
 from aishell.executor import INTERRUPTED
 from aishell.state.fleet import standing_refusal
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, checking_store
 
 # A target's task is over once its run is in none of these.
 GOING_ON = ("running", INTERRUPTED)

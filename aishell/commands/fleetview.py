@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aishell.commands.stores import checking_store
 from aishell.config.models import Config
+from aishell.state.store import checking_store
 from aishell.units import stamp
 from aishell.view import serve, status
 

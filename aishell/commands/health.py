@@ -16,7 +16,6 @@ from aishell.commands.agents import list_agents, plugin_problems
 from aishell.commands.home import AGENTS, home_report, versions
 from aishell.commands.readiness import target_readiness
 from aishell.commands.schedules import added_again, agent_missing, list_schedules, target_missing
-from aishell.commands.stores import checking_store
 from aishell.commands.tools import load_catalog
 from aishell.config.agentfiles import MisnamedAgentFile
 from aishell.config.dburl import url_secrets
@@ -31,7 +30,7 @@ from aishell.scheduling import metrics as prometheus
 from aishell.scratch import leftovers as scratch
 from aishell.state.identity import STORE_COPIES
 from aishell.state.signing import key_path
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, checking_store
 from aishell.targets.engines import Target, open_target
 from aishell.view.status import fleet_targets
 

@@ -18,7 +18,6 @@ from aishell.commands.assumptions import plan_assumptions
 from aishell.commands.previews import Review
 from aishell.commands.skipped import last_skipped
 from aishell.commands.starting import RunHow, plan_and_start
-from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.config.options import JOB_OPTIONS, PLANNERS
 from aishell.config.plugins import OWN_PACKAGE
@@ -27,7 +26,7 @@ from aishell.executor import FINISHED, Observer, RunResult
 from aishell.handlers.purge.ownership import ARCHIVE_PATH, archive_key, claimed
 from aishell.plan.model import Plan, Step, validate_plan
 from aishell.registry import Registry
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.targets.catalog import urgency
 from aishell.targets.engines import Target
 from aishell.targets.lockholders import is_lock_timeout, lock_holders

@@ -38,7 +38,6 @@ from aishell.commands.starting import (
     plan_and_start,
     start_run,
 )
-from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
 from aishell.errors import PlanError, TargetLocked, TargetUnreachable, UsageError
@@ -55,7 +54,7 @@ from aishell.policy.rules import tighter_or_equal
 from aishell.policy.window import WINDOW_IGNORED
 from aishell.registry import Registry
 from aishell.sqltext import as_received
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.targets.engines import Target, open_target
 from aishell.targets.fingerprints import identity_change, table_identities
 from aishell.targets.identity import INSTANCE_MARK, check_plan_identity, database_instance

@@ -19,7 +19,6 @@ from aishell.agents.available import agent_names, get_agent
 from aishell.agents.base import Agent, job_as_given
 from aishell.agents.jobs import LEVEL_ADDED_UNDER, scheduled_options
 from aishell.commands.runs import resume_run, run_job, show_run
-from aishell.commands.stores import checking_store, signed_store
 from aishell.commands.takeback import failed_trigger, notify_run, take_back, waiting_for_lock
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
@@ -32,7 +31,7 @@ from aishell.scheduling import nextruns
 from aishell.scheduling import serve as scheduling
 from aishell.scheduling.due import StoppedBeforeStart
 from aishell.scheduling.stuck import refuse_tampered
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, checking_store, signed_store
 from aishell.units import exact
 
 SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

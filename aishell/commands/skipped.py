@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from aishell.commands.stores import signed_store
 from aishell.config.models import Config
+from aishell.state.store import signed_store
 
 # How many of the target's recent runs are looked through for the last real one.
 _RECENT_RUNS = 20

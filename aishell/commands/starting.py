@@ -14,7 +14,6 @@ from typing_extensions import Unpack
 from aishell.commands.breaker import circuit_breaker
 from aishell.commands.locks import note_reached, release_run_lock, take_run_lock
 from aishell.commands.previews import Review, agent_rules, preview_plan
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.config.options import SAFETY_LEVELS
@@ -28,7 +27,7 @@ from aishell.policy.approvers import Approver, NonInteractive, current_user
 from aishell.policy.rules import tighter_or_equal
 from aishell.policy.window import WINDOW_IGNORED, WindowOverride, window_override
 from aishell.registry import Registry, ToolDefinition
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.state.values import new_run_id
 from aishell.targets.engines import Target, open_target
 from aishell.targets.identity import INSTANCE_MARK, database_instance

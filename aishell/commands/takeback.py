@@ -18,7 +18,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from aishell.commands.runs import resume_run
-from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.dialects import family
 from aishell.errors import AishellError, TargetLocked
@@ -27,7 +26,7 @@ from aishell.plan.model import Plan
 from aishell.policy.approvers import Approver
 from aishell.scheduling import notify
 from aishell.scheduling.due import StoppedBeforeStart
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.state.values import new_run_id
 
 T = TypeVar("T")

@@ -21,8 +21,7 @@ from aishell.config.monitoring import AlertRule
 from aishell.scheduling import notify
 from aishell.scheduling.rules import FINDERS, Facts, Finding, lookback_start
 from aishell.state.alerts import Sending
-from aishell.state.signing import load_key
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, checking_store
 
 # The interval job's id in serve: parentheses, which no schedule name may hold.
 JOB_ID = "(alerts)"
@@ -150,5 +149,5 @@ def evaluate_now(config: Config) -> None:
     on a worker thread; the store's connection belongs to one thread)."""
     # With the home's key (none is made): a row not signed as it is vouches for no
     # backup's age.
-    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
+    with checking_store(config) as store:
         evaluate(config, store)

@@ -53,7 +53,7 @@ from aishell.scheduling.leadership import Leadership
 from aishell.scheduling.stopsignals import stopped_by_signals
 from aishell.scheduling.stuck import alert, refuse_tampered, report_stuck
 from aishell.state.signing import load_key
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from aishell.units import took
 
 JOB_TABLE = "apscheduler_jobs"
@@ -415,7 +415,7 @@ def reconcile(
 
 def _store(config: Config) -> StateStore:
     """The state store with the home's key: each schedule is checked against its seal."""
-    return StateStore(config.state_url, key=load_key(config.home))
+    return signed_store(config)
 
 
 def _first_said(first: datetime | None) -> str:

@@ -87,6 +87,13 @@ def seal_error(key: SigningKey | None, stored: Mapping[str, Any]) -> str | None:
     signed; None when it is. Without the key nothing is vouched for: a home that has
     none signed no backup, and a row read so counts as no backup anywhere."""
     backup_id = stored["id"]
+    what, seal = f"backup {backup_id}", stored.get("seal")
+    if key is not None:
+        try:
+            check(key, "backup", str(backup_id), stored, seal, what, AGAIN)
+            return None
+        except StateTampered:
+            pass  # refused below, saying how to make the row good
     again = AGAIN
     if adoptable(key, stored):
         again = f"`aishell backups adopt {backup_id}` signs it once its file matches it, or {AGAIN}"
@@ -96,9 +103,7 @@ def seal_error(key: SigningKey | None, stored: Mapping[str, Any]) -> str | None:
             f"signing key (plan-signing.key), so it signed no backup; {again}"
         )
     try:
-        check(
-            key, "backup", str(backup_id), stored, stored.get("seal"), f"backup {backup_id}", again
-        )
+        check(key, "backup", str(backup_id), stored, seal, what, again)
     except StateTampered as exc:
         return str(exc)
     return None

@@ -18,7 +18,7 @@ import os
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
@@ -62,8 +62,11 @@ from aishell.state.serverstore import (
     server_engine,
     without_timeouts,
 )
-from aishell.state.signing import SigningKey
+from aishell.state.signing import SigningKey, load_key
 from aishell.state.steps import StepRepository
+
+if TYPE_CHECKING:
+    from aishell.config.models import Config
 
 # Openers racing (see _open) look again after a short wait, up to 50 times in all;
 # the busy timeout bounds a lock's wait (_fault).
@@ -330,3 +333,15 @@ def _make_engine(url: str, busy_timeout: float, location: str, silenced: Silence
 
         return engine
     return server_engine(url, location, silenced)
+
+
+def signed_store(config: Config) -> StateStore:
+    """The store with the home's key (made on first use, as for plan files): what a run
+    writes is signed, and what it reads checked."""
+    return StateStore(config.state_url, key=load_key(config.home))
+
+
+def checking_store(config: Config) -> StateStore:
+    """The store with the home's key when it has one (no listing makes it): what it holds
+    is checked, and a home without the key checks nothing."""
+    return StateStore(config.state_url, key=load_key(config.home, create=False))

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aishell.config.models import Config
-from aishell.state.signing import load_key
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, checking_store
 from aishell.view.status import age_seconds, backup_age, fleet_status, fleet_targets
 
 RUNS_SHOWN = 200
@@ -20,7 +19,7 @@ ROWS_SHOWN = 500
 
 def fleet_page(config: Config) -> dict[str, Any]:
     now = datetime.now(UTC)
-    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
+    with checking_store(config) as store:
         return {"targets": fleet_status(config, store, now)}
 
 
@@ -39,7 +38,7 @@ def run_page(config: Config, run_id: str, start: int = 0, decided: int = 0) -> d
     past the first `decided`, checked against the home's key when there is one (as
     `aishell runs show` checks them; no key is made for a view). The store counts the
     rest and reads no other row: a run of 100,000 steps is a page of ROWS_SHOWN."""
-    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
+    with checking_store(config) as store:
         run = store.run_head(run_id)
         full_id = run["run_id"]
         steps = store.run_steps(full_id, start, ROWS_SHOWN + 1)
@@ -77,7 +76,7 @@ def backups_page(config: Config) -> dict[str, Any]:
     (or why none is vouched), and the backups kept under its name."""
     now = datetime.now(UTC)
     # With the home's key: a row not signed as it is is counted nowhere (sealed).
-    with StateStore(config.state_url, key=load_key(config.home, create=False)) as store:
+    with checking_store(config) as store:
         summary = store.backup_summary()
         every = sorted({*fleet_targets(config), *summary})
         names = every[:ROWS_SHOWN]

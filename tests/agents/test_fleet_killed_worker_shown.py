@@ -20,11 +20,11 @@ import pytest
 
 from aishell import commands
 from aishell.commands.fleet import run_fleet_target
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from aishell.fleet.sending import sent_with
+from aishell.state.store import signed_store
 from tests.agents.test_plugin_own_failures import Install, _with_handler
 
 SLOW = "AISHELL_TEST_SLOW_STEP"

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from aishell import commands
-from aishell.commands.stores import signed_store
 from aishell.policy.approvers import PreApproved
+from aishell.state.store import signed_store
 from tests.helpers import fill_table
 from tests.targets.test_limits import configure
 

@@ -16,13 +16,12 @@ import pytest
 
 from aishell.commands import starting
 from aishell.commands.fleet import run_fleet_target
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.executor.stopping import stops_with
 from aishell.fleet.sending import sent_with
 from aishell.fleet.worker import TryLater
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 
 
 def _fleet_job(config: Config) -> tuple[str, dict[str, Any]]:

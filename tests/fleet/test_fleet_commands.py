@@ -23,13 +23,12 @@ from sqlalchemy import text
 from aishell import commands
 from aishell.cli import cli
 from aishell.commands.fleet import queue_schedule
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import load_config
 from aishell.errors import ConfigError
 from aishell.fleet.app import broker_url
 from aishell.fleet.sending import sent_with
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from tests.fleet.builders import add_nightly_quick
 from tests.fleet.queues import delete_queue, running_worker
 

@@ -22,11 +22,10 @@ from aishell import commands
 from aishell.commands.fleet import run_fleet_target
 from aishell.commands.fleetdelivery import stopped_for_good
 from aishell.commands.fleetlist import fleet_summary
-from aishell.commands.stores import signed_store
 from aishell.config.models import Config
 from aishell.errors import AishellError
 from aishell.state.fleet import NOT_STARTED
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from tests.conftest import EditConfig
 from tests.fleet.test_refused_before_resume import interrupted_fleet_run
 from tests.fleet.test_resend_sealed import _carried, _forged, _not_started, _refused_once, _sql

@@ -18,11 +18,10 @@ from sqlalchemy import create_engine, text
 
 from aishell.commands.fleet import run_fleet_target
 from aishell.commands.fleetlist import fleet_summary
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.fleet.sending import sent_with
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 
 JOB = {"type": "quick"}
 

@@ -15,12 +15,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from aishell.commands.fleet import run_fleet_target
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.fleet.sending import sent_with
 from aishell.fleet.slots import server_of, server_slot
 from aishell.fleet.worker import TryLater
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from tests.conftest import EditConfig
 from tests.services import scratch_mysql, scratch_postgresql
 

@@ -24,14 +24,13 @@ import yaml
 
 from aishell import commands
 from aishell.commands.fleet import run_fleet_target
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config, load_config
 from aishell.errors import AishellError
 from aishell.executor.stopping import stops_with
 from aishell.fleet.sending import sent_with
 from aishell.fleet.worker import WORKER_SHUTDOWN, TryLater
-from aishell.state.store import StateStore
+from aishell.state.store import StateStore, signed_store
 from tests.conftest import EditConfig
 from tests.fleet.test_broker_faults import BROKERS, broker_at, fleet_home
 

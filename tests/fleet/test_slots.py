@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from aishell import commands
-from aishell.commands.stores import signed_store
 from aishell.errors import StateError
 from aishell.fleet.slots import server_slot
 from aishell.fleet.worker import TryLater
+from aishell.state.store import signed_store
 from tests.conftest import EditConfig
 from tests.faultproxy import Proxy, server_port, through
 from tests.services import MYSQL_ADMIN, PG_ADMIN, scratch_postgresql

@@ -16,10 +16,10 @@ import pytest
 
 from aishell.commands.fleet import run_fleet_target
 from aishell.commands.fleetlist import fleet_summary
-from aishell.commands.stores import signed_store
 from aishell.commands.tools import load_catalog
 from aishell.config.models import Config
 from aishell.fleet.sending import sent_with
+from aishell.state.store import signed_store
 from tests.conftest import EditConfig
 
 
