@@ -349,10 +349,12 @@ def stored_run(
     *,
     risk: Callable[[str], str] = lambda tool: "safe",
     job_type: str = "quick",
+    params: Callable[[int], dict[str, Any]] = lambda index: {},
 ) -> None:
     """A run recorded in `store` (a StateStore) as a SQLite maintenance run with one
-    pending step per tool, in order, each at the risk `risk` gives its tool: the run the
-    listings and pages read, without planning one."""
+    pending step per tool, in order, each at the risk `risk` gives its tool and with the
+    params `params` gives its index: the run the listings and pages read, without
+    planning one."""
     store.create_run(
         run_id=run_id,
         agent="maintenance",
@@ -370,7 +372,7 @@ def stored_run(
                 "step_id": f"step_{i}",
                 "tool": tool,
                 "risk_level": risk(tool),
-                "params": {},
+                "params": params(i),
             }
             for i, tool in enumerate(tools)
         ],

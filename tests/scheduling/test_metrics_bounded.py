@@ -21,6 +21,7 @@ from aishell.state.schema import steps
 from aishell.state.signing import load_key
 from aishell.state.store import StateStore
 from tests.conftest import EditConfig
+from tests.helpers import stored_run
 
 PURGING = {"purge_rows": "rows_deleted"}
 
@@ -37,27 +38,13 @@ def store_config(request: pytest.FixtureRequest, edit_config: EditConfig) -> Ite
 
 
 def _run(store: StateStore, run_id: str, target: str, tools: list[str], bulk: str = "") -> None:
-    store.create_run(
-        run_id=run_id,
-        agent="maintenance",
-        target=target,
-        dialect="sqlite",
-        job={},
-        plan={},
-        plan_hash="0" * 64,
-        tool_fingerprints={},
-        dry_run=False,
-        safety_level="strict",
-        step_rows=[
-            {
-                "index": n,
-                "step_id": f"s{n}",
-                "tool": tool,
-                "risk_level": "low",
-                "params": {"table": f"t{n}", "bulk": bulk},
-            }
-            for n, tool in enumerate(tools)
-        ],
+    stored_run(
+        store,
+        run_id,
+        target,
+        tools,
+        risk=lambda tool: "low",
+        params=lambda n: {"table": f"t{n}", "bulk": bulk},
     )
 
 
