@@ -308,6 +308,7 @@ def _attempt(each: _Attempts, attempt: int) -> dict[str, Any]:
         risk=tool.risk_level,
         label=label,
         memory=run.guard_memory,
+        runs_code=bool((result.estimate or {}).get("user_code")),
     )
     try:
         # With the step's statement limit, which step_deadline then finds set.

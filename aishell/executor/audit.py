@@ -236,6 +236,7 @@ def _side_session(
                 risk=max(step_guard.risk, side.risk, key=lambda r: r.rank),
                 label=f"{step_guard.label}, its session for {side.purpose}",
                 memory=memory,
+                runs_code=step_guard.runs_code,
             )
             with audited(run, ctx, index, attempt, guard, side=(conn, side)):
                 yield conn

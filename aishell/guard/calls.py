@@ -5,7 +5,8 @@ A SELECT can write through a function it calls: a PostgreSQL function that is VO
 IMMUTABLE), a MariaDB stored function (whose SQL DATA characteristic the server does not
 enforce), a package's function or a loadable function (UDF), or on MariaDB a name the
 login cannot tell from one (mysqlcalls.py). A declared volatility is a promise, not a proof: a
-function a user defined (in no system schema, part of no installed extension) may write
+function a user defined (in no system schema, part of no installed extension, no
+constructor CREATE TYPE made of the server's code for a range) may write
 whatever it declares, unless the site trusts it by name (a target's trusted_functions).
 The parser cannot tell, so the guard asks the server's catalog about every name the
 statement calls, as the server would resolve it, including PostgreSQL's attribute
@@ -24,7 +25,7 @@ import sqlglot
 from sqlglot import TokenType
 
 from aishell.guard.mysqlcalls import mysql_routines
-from aishell.guard.pgcode import pg_catalog_function, pg_extension_code
+from aishell.guard.pgcode import pg_catalog_function, pg_extension_code, pg_type_part
 from aishell.guard.sidefunctions import RUNS_WHAT_IT_IS_GIVEN
 from aishell.guard.sqlcheck import SQLGLOT_DIALECT
 from aishell.guard.statements import plain_maintenance
@@ -369,7 +370,8 @@ def trust_parameters(trusted: Sequence[str]) -> dict[str, list[str]]:
 # unless trusted (trust_parameters: bound as name arrays, compared name to name, so no
 # operator a database defines is chosen over the catalog's).
 PG_USER_DEFINED = (
-    f"(n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT {pg_extension_code()})"
+    f"(n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT {pg_extension_code()}"
+    f" AND NOT {pg_type_part()})"
 )
 PG_TRUSTED_BY_SITE = (
     "(p.proname = ANY(%(trusted_any)s::pg_catalog.name[]) OR EXISTS ("

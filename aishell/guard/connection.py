@@ -40,7 +40,12 @@ from aishell.guard.statements import (
     driver_to_text,
 )
 from aishell.risk import RiskLevel
-from aishell.targets.access import ACCESS_KEY, SESSION_ACCESS, reported_change, session_changed
+from aishell.targets.access import (
+    ACCESS_KEY,
+    SESSION_ACCESS,
+    session_changed,
+    written_session_changed,
+)
 
 
 def _read_write_again(dialect: Dialect, cursor: Any) -> str | None:
@@ -72,6 +77,9 @@ class Guard:
     label: str = "this step"
     refused: list[str] = field(default_factory=list)
     memory: GuardMemory = field(default_factory=GuardMemory)
+    # Whether the step's writes run code of the database's own (its estimate named some):
+    # code that may change the session's settings, which its end then asks.
+    runs_code: bool = False
     # The step's connection, whose info says whether the session is read-only (as
     # session_access keeps it; read afresh, as a reconnect brings a new session); None
     # when unknown, and then no read is sent read-only by the guard.
@@ -257,7 +265,9 @@ class Guard:
         step's preparation switched is found at the end of its run). A PostgreSQL step
         that writes finds its session's reported settings as they began (a trigger's
         set_config('TimeZone', ...)), so that the step that changed them is the one
-        failed, not the next that reads."""
+        failed, not the next that reads; those it does not report (extra_float_digits,
+        lc_monetary, search_path, role) are asked, in one round trip, after a step whose
+        writes may have run code of a user's."""
         conn = self.connection
         if self.writes and conn is not None and conn.dialect.name == "postgresql":
             self._reported_kept(conn)
@@ -287,11 +297,12 @@ class Guard:
             )
 
     def _reported_kept(self, conn: Connection) -> None:
-        """A step that writes: its session's reported settings as the session began."""
-        if conn.closed or conn.invalidated:
-            return
-        dbapi = conn.connection.dbapi_connection
-        changed = reported_change(conn, dbapi.info) if dbapi is not None else None
+        """A step that writes: its session's settings as the session began; those the
+        server does not report, where the step may have run code of a user's, as a read
+        is checked (a function the site trusts, code behind an operator, cast or type)."""
+        hidden = self.memory.hidden
+        ran = self.runs_code or self.memory.trusted or (hidden is not None and hidden.anywhere)
+        changed = written_session_changed(conn, bool(ran))
         if changed is not None:
             self.refused.append(changed)
             raise SessionTampered(

@@ -37,6 +37,25 @@ def pg_extension_code(fn: str = "p", owner: str = "proowner", catalog: str = "pg
     )
 
 
+def pg_type_part(fn: str = "p") -> str:
+    """SQL: whether the function `fn` is one the server made as CREATE TYPE ran, the
+    type's own: a range's and a multirange's constructors. The server writes them in
+    language internal and records each as an internal part of its type (pg_depend,
+    deptype 'i', from pg_proc to pg_type), which no user's statement records; a CREATE
+    OR REPLACE of one drops that record, so a body a user wrote there is no part. A base
+    type's I/O functions are not parts (the type depends on them, not they on it): a
+    user wrote them. Nor is a range's subtype_diff or canonical function."""
+    return (
+        "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend x"
+        f" WHERE x.classid OPERATOR(pg_catalog.=) {pg_catalog_relation('pg_proc')}"
+        f" AND x.objid OPERATOR(pg_catalog.=) {fn}.oid"
+        f" AND x.refclassid OPERATOR(pg_catalog.=) {pg_catalog_relation('pg_type')}"
+        " AND x.deptype = 'i')"
+        " AND EXISTS (SELECT 1 FROM pg_catalog.pg_language l"
+        f" WHERE l.oid OPERATOR(pg_catalog.=) {fn}.prolang AND l.lanname = 'internal'))"
+    )
+
+
 def pg_catalog_function(listed: str, fn: str = "p", namespace: str = "n") -> str:
     """SQL: whether the function `fn` (its schema `namespace`) is the catalog's own of the
     names `listed` (SQL of a bound name[]: the names as words of aishell's own query would
@@ -51,11 +70,12 @@ def pg_catalog_function(listed: str, fn: str = "p", namespace: str = "n") -> str
 def pg_user_code(fn: str = "p", namespace: str = "n") -> str:
     """SQL: whether the function `fn` (its schema `namespace`) is code the catalog cannot
     vouch for: the database's own (not the catalog's, not information_schema's, not an
-    installed extension's as its script made it), or one of the catalog's that is code
-    of its own (PG_CODE_OF_ITS_OWN; the query binds PG_OWN_CODE_PARAMETER)."""
+    installed extension's as its script made it, not a part the server made of a type),
+    or one of the catalog's that is code of its own (PG_CODE_OF_ITS_OWN; the query binds
+    PG_OWN_CODE_PARAMETER)."""
     return (
         f"(({namespace}.nspname <> ALL ('{{pg_catalog,information_schema}}') "
-        f"AND NOT {pg_extension_code(fn)}) "
+        f"AND NOT {pg_extension_code(fn)} AND NOT {pg_type_part(fn)}) "
         f"OR {pg_catalog_function('CAST(:own AS pg_catalog.name[])', fn, namespace)})"
     )
 

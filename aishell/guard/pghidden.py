@@ -82,11 +82,6 @@ WITH RECURSIVE {pg_stored_calls(_USER)}, run AS (
   WHERE p.oid = ANY (SELECT fn FROM run)
     AND {PG_MAY_WRITE}
     AND NOT (p.proname = ANY(%(read_only)s::pg_catalog.name[]) AND {PG_TRUSTED})
-    -- A range type's constructors, which CREATE TYPE makes of the server's own code.
-    AND NOT EXISTS (
-      SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = {_rel("pg_proc")}
-        AND e.objid = p.oid AND e.refclassid = {_rel("pg_type")}
-        AND e.deptype = 'i'::pg_catalog.char)
 ), operators AS (
   SELECT o.oid, o.oprnamespace, o.oprname, p.proname FROM pg_catalog.pg_operator o
   JOIN pg_catalog.pg_proc p

@@ -14,7 +14,8 @@ estimates.py) and the policy counts it: at least high risk, unless every functio
 calls is one the target's config vouches for (`trusted_functions`).
 
 User-defined: on PostgreSQL a function outside pg_catalog and information_schema that no
-installed extension owns (an operator counts by the function behind it); on MariaDB a
+installed extension owns and CREATE TYPE did not make of the server's code (a range's
+constructors; pgcode.pg_type_part), an operator by the function behind it; on MariaDB a
 trigger's body (it may write itself) and a UDF of mysql.func (MariaDB refuses stored
 functions in generated columns, defaults and checks), and a default that advances or
 sets a sequence (DEFAULT (NEXTVAL(s)), DEFAULT (SETVAL(s, 100))): a write of the

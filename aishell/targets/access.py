@@ -118,9 +118,7 @@ def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | 
     """PostgreSQL's part of session_changed: what the server reports with every answer
     (the read-only default, string escapes; the time zone, date and interval styles,
     superuser status and session authorization as the session began); with `thorough`,
-    its search_path, its role (a function's set_config('role', ...) makes every name
-    after it resolve in that role's schema, and the steps after it run as that role),
-    the statement limit aishell set and extra_float_digits."""
+    the rest (unreported_change)."""
     info = cursor.connection.info
     for name in ("default_transaction_read_only", "standard_conforming_strings"):
         value = info.parameter_status(name)  # None from a server before 14
@@ -129,9 +127,19 @@ def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | 
     reported = reported_change(conn, info)
     if reported is not None or not thorough:
         return reported
+    return unreported_change(conn, cursor)
+
+
+def unreported_change(conn: Connection, cursor: Any) -> str | None:
+    """What of a PostgreSQL session's settings the server does not report with its
+    answers differs from what aishell set or the session began with, said; None if
+    nothing: its search_path, its role (a function's set_config('role', ...) makes every
+    name after it resolve in that role's schema, and the steps after it run as that
+    role), extra_float_digits and lc_monetary, and the statement limit aishell set.
+    Asked of the server in one round trip, on a second cursor beside `cursor`."""
     start = conn.info.get(SESSION_START_KEY) or {}
     row = _second_cursor_row(cursor, _PG_SESSION_NOW)
-    path, user, limit, digits = row if row is not None else (None, None, None, None)
+    path, user, limit, digits, monetary = row if row is not None else (None,) * 5
     pinned = conn.info.get(SEARCH_PATH_KEY)
     if pinned is not None and path != pinned:
         return f"search_path is now {path}"
@@ -141,10 +149,50 @@ def _pg_session_changed(conn: Connection, cursor: Any, thorough: bool) -> str | 
     # rounded.
     if start.get("extra_float_digits") is not None and digits != start["extra_float_digits"]:
         return f"extra_float_digits is now {digits}"
+    # Another currency's text: a money value read after it is not written as the
+    # session began, the text an archive file's values are read back in
+    # (purge/exactread.py).
+    if start.get("lc_monetary") is not None and monetary != start["lc_monetary"]:
+        return f"lc_monetary is now {monetary}"
     kept = str(conn.info.get(STATEMENT_LIMIT_KEY) or "")
     if kept.startswith("SET statement_timeout = ") and kept.rsplit(" ", 1)[1] != str(limit):
         return f"statement_timeout is now {limit} ms"
     return None
+
+
+def written_session_changed(conn: Connection, code_ran: bool) -> str | None:
+    """What a PostgreSQL step that writes changed of its session's settings, which the
+    steps after it run in, said; None if nothing. Those the server reports with every
+    answer are known without a round trip; with `code_ran` (the step may have run code
+    of a user's: a trigger, a function the site trusts, which may SET any of them), the
+    rest are asked (unreported_change) in one, in whatever transaction the step left
+    open (none in a failed one, which answers nothing)."""
+    if conn.closed or conn.invalidated:
+        return None
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None:
+        return None
+    changed = reported_change(conn, dbapi.info)
+    if changed is not None or not code_ran:
+        return changed
+    import psycopg  # only a PostgreSQL target gets here
+
+    status = dbapi.info.transaction_status
+    idle = status == psycopg.pq.TransactionStatus.IDLE
+    if not idle and status != psycopg.pq.TransactionStatus.INTRANS:
+        return None
+    # Without autocommit the question would begin a transaction left open after the
+    # step: it is asked as one of its own (psycopg switches without a round trip).
+    switched = idle and not dbapi.autocommit
+    if switched:
+        dbapi.autocommit = True
+    cursor = dbapi.cursor()
+    try:
+        return unreported_change(conn, cursor)
+    finally:
+        cursor.close()
+        if switched:
+            dbapi.autocommit = False
 
 
 def reported_change(conn: Connection, info: Any) -> str | None:
@@ -161,7 +209,8 @@ def reported_change(conn: Connection, info: Any) -> str | None:
 # The statement limit in milliseconds, as aishell sets it (pg_settings' unit).
 _PG_SESSION_NOW = (
     "SELECT pg_catalog.current_setting('search_path'), CURRENT_USER, setting, "
-    "pg_catalog.current_setting('extra_float_digits') "
+    "pg_catalog.current_setting('extra_float_digits'), "
+    "pg_catalog.current_setting('lc_monetary') "
     "FROM pg_catalog.pg_settings WHERE name OPERATOR(pg_catalog.=) 'statement_timeout'"
 )
 

@@ -334,6 +334,9 @@ PG_TAMPER = [
     # Or the digits every float after it is read with.
     "CREATE FUNCTION refloat() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
     "PERFORM set_config('extra_float_digits', '-15', false); RETURN 1; END $$",
+    # Or the currency money is written in, which an archive file reads it back in.
+    "CREATE FUNCTION remoney() RETURNS int STABLE LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM set_config('lc_monetary', 'C', false); RETURN 1; END $$",
 ]
 MYSQL_TAMPER = [
     "CREATE FUNCTION flip() RETURNS INT NO SQL BEGIN SET @@session.tx_read_only = 0; RETURN 1; END",
@@ -360,7 +363,7 @@ def _flip_then_delete(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("dialect", "fns"),
     [
-        ("postgresql", ("flip", "repath", "rerole", "retime", "unlimit", "refloat")),
+        ("postgresql", ("flip", "repath", "rerole", "retime", "unlimit", "refloat", "remoney")),
         ("mysql", ("flip",)),
     ],
     ids=["postgresql", "mysql"],
