@@ -1,13 +1,18 @@
-"""What each page of the web view, and `runs list`, costs on a big state store: one
-run of 100,000 steps (its first 600 waiting for approval) among 10,000 runs. Each page
-is asked for through starlette's TestClient in a process of its own, which prints the
-page's time (the least of --rounds) and the peak of Python's allocations while it was
-made (tracemalloc), and the process's peak resident size (getrusage).
+"""What each page of the web view, and `runs list` and `runs show`, cost on a big state
+store: one run of 100,000 steps (its first 600 waiting for approval) among 10,000 runs.
+Each page is asked for through starlette's TestClient in a process of its own, which
+prints the page's time (the least of --rounds) and the peak of Python's allocations
+while it was made (tracemalloc), and the process's peak resident size (getrusage).
+`runs list` is the first page (50 runs) and `runs list --after` the page after the
+4,530th run; `runs show` is the big run as the command shows it (its first page of steps
+where the checkout pages them, else every step).
 
     python bench/view_pages.py [--rounds N] [--compare CHECKOUT]
 
---compare measures another checkout (the code before a change) on the same home, and
-prints each page's ratio of its time and memory to this checkout's.
+--compare measures another checkout (the code before a change) on a home it makes, and
+this checkout on a copy of that home, which it upgrades where its schema is newer (the
+checkout before would refuse a store this one made or upgraded); it prints each page's
+ratio of its time and memory to this checkout's, "n/a" where it has no such page.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -26,17 +32,41 @@ HUGE_RUN = "h1huge000000"
 STEPS = 100_000
 RUNS = 10_000
 WAITING = 600
-PAGES = ("/", "/runs", f"/runs/{HUGE_RUN}", "/approvals", "runs list")
+PAGES = (
+    "/",
+    "/runs",
+    f"/runs/{HUGE_RUN}",
+    "/approvals",
+    "runs list",
+    "runs list --after",
+    "runs show",
+)
+# The run `runs list --after` goes on from: one of make_home's, the 4,530th listed.
+MIDDLE_RUN = f"r{4999:011x}"
+# What a checkout without the page prints instead of its figures.
+MISSING = 3
 # Run in each process: the page asked for once to warm the imports and the store's
 # open, then timed; the peak of allocations is of the last round.
 PROBE = """
 import json, resource, sys, time, tracemalloc
 from aishell.config.models import load_config
-path, rounds = sys.argv[1], int(sys.argv[2])
+path, rounds, MISSING = sys.argv[1], int(sys.argv[2]), int(sys.argv[5])
 config = load_config(None)
-if path == "runs list":
+if path.startswith("runs list"):
     from aishell.commands.listings import list_runs
-    ask = lambda: list_runs(config, limit=50)
+    after = {"after": sys.argv[3]} if path.endswith("--after") else {}
+    try:
+        ask = lambda: list_runs(config, limit=50, **after)
+        ask()
+    except TypeError:  # a checkout without --after
+        sys.exit(MISSING)
+elif path == "runs show":
+    from aishell.commands.runs import show_run
+    try:  # the first page, where `runs show` pages a run
+        from aishell.cli.run_control import STEPS_SHOWN
+        ask = lambda: show_run(config, sys.argv[4], limit=STEPS_SHOWN)
+    except ImportError:  # every step
+        ask = lambda: show_run(config, sys.argv[4])
 else:
     from starlette.testclient import TestClient
     from aishell.view.web import make_app
@@ -57,7 +87,7 @@ for _ in range(rounds):
     tracemalloc.stop()
     best = took if best is None else min(best, took)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-size = len(answer.content) if hasattr(answer, "content") else len(json.dumps(answer))
+size = len(answer.content) if hasattr(answer, "content") else len(json.dumps(answer, default=str))
 print(json.dumps({"seconds": best, "peak": peak, "rss": rss, "bytes": size}))
 """
 
@@ -69,10 +99,10 @@ def env(checkout: Path, home: Path) -> dict[str, str]:
     return found
 
 
-def initialized_home(home: Path) -> dict[str, str]:
+def initialized_home(home: Path, checkout: Path = REPO) -> dict[str, str]:
     """A new home of the shipped config (`aishell init`), and the environment of a
-    process of this checkout in it."""
-    environ = env(REPO, home)
+    process of `checkout` in it."""
+    environ = env(checkout, home)
     home.mkdir()
     subprocess.run(
         [sys.executable, "-m", "aishell", "init"],
@@ -84,9 +114,10 @@ def initialized_home(home: Path) -> dict[str, str]:
     return environ
 
 
-def make_home(home: Path) -> None:
-    """A home of the shipped config whose store holds the big run and RUNS others."""
-    environ = initialized_home(home)
+def make_home(home: Path, checkout: Path = REPO) -> None:
+    """A home of the shipped config whose store holds the big run and RUNS others, made
+    by `checkout` (at its schema)."""
+    environ = initialized_home(home, checkout)
     script = f"""
 from aishell.config.models import load_config
 from aishell.state.signing import load_key
@@ -123,14 +154,17 @@ with StateStore(config.state_url, key=load_key(config.home)) as store:
         )
 
 
-def measure(checkout: Path, home: Path, path: str, rounds: int) -> dict[str, float]:
+def measure(checkout: Path, home: Path, path: str, rounds: int) -> dict[str, float] | None:
+    """The page's figures in `checkout`; None where the checkout has no such page."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, path, str(rounds)],
+        [sys.executable, "-c", PROBE, path, str(rounds), MIDDLE_RUN, HUGE_RUN, str(MISSING)],
         env=env(checkout, home),
         cwd=home,
         capture_output=True,
         text=True,
     )
+    if done.returncode == MISSING:
+        return None
     if done.returncode:
         sys.exit(f"{path} failed in {checkout}:\n{done.stderr}")
     return json.loads(done.stdout.splitlines()[-1])
@@ -144,22 +178,37 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         home = args.home or Path(folder) / "home"
-        if not home.exists():
+        before_home = home.with_name(home.name + "-before")
+        if not home.exists() and args.compare:
+            # Made by the checkout before, and copied: this one upgrades its copy.
+            make_home(before_home, args.compare.resolve())
+            shutil.copytree(before_home, home)
+        elif not home.exists():
             make_home(home)
         print(f"{'page':<22} {'ms':>9} {'peak MB':>9} {'rss MB':>8} {'KB sent':>8}", end="")
         print("   before: ms, peak MB; ratio time, memory" if args.compare else "")
         for path in PAGES:
             now = measure(REPO, home, path, args.rounds)
+            if now is None:
+                sys.exit(f"{path}: this checkout has no such page")
             line = (
                 f"{path:<22} {now['seconds'] * 1000:9.1f} {now['peak'] / 2**20:9.2f} "
                 f"{now['rss'] / 2**20:8.1f} {now['bytes'] / 1024:8.1f}"
             )
             if args.compare:
-                then = measure(args.compare.resolve(), home, path, args.rounds)
-                faster, smaller = then["seconds"] / now["seconds"], then["peak"] / now["peak"]
-                line += f"   {then['seconds'] * 1000:9.1f} {then['peak'] / 2**20:8.2f}"
-                line += f"   {faster:6.1f}x {smaller:6.1f}x"
+                line += compared(
+                    measure(args.compare.resolve(), before_home, path, args.rounds), now
+                )
             print(line, flush=True)
+
+
+def compared(then: dict[str, float] | None, now: dict[str, float]) -> str:
+    """The figures of the checkout before, and the ratios of its time and memory."""
+    if then is None:
+        return f"   {'n/a':>9} {'n/a':>8}"
+    faster, smaller = then["seconds"] / now["seconds"], then["peak"] / now["peak"]
+    line = f"   {then['seconds'] * 1000:9.1f} {then['peak'] / 2**20:8.2f}"
+    return line + f"   {faster:6.1f}x {smaller:6.1f}x"
 
 
 if __name__ == "__main__":

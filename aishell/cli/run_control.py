@@ -3,6 +3,7 @@ steps, stop them, resume them."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -14,6 +15,10 @@ from aishell.cli.context import AishellGroup, State, pass_state
 from aishell.cli.output import answer, emit_json, run_and_render
 from aishell.executor import RUN_STATUSES
 from aishell.render import machine
+
+# The steps `runs show` shows at most unless --limit says otherwise: a run of 100,000
+# steps is a page, which says how to see the next (as the web view's run page).
+STEPS_SHOWN = 500
 
 
 @click.group(cls=AishellGroup)
@@ -33,25 +38,66 @@ def runs() -> None:
     default=50,
     show_default=True,
 )
+@click.option(
+    "--after",
+    metavar="RUN_ID",
+    help="Only the runs listed after this one (its full id): the next page of a list "
+    "that ended with it.",
+)
 @options.targets_selector()
 @options.json_option
 @pass_state
 def runs_list(
-    state: State, status: str | None, limit: int, targets: str | None, as_json: bool
+    state: State,
+    status: str | None,
+    limit: int,
+    after: str | None,
+    targets: str | None,
+    as_json: bool,
 ) -> None:
-    """List runs, newest first: of every target, or of those --targets selects."""
-    rows = commands.list_runs(state.view, status=status, limit=limit, targets=targets)
-    answer(as_json, {"runs": rows}, lambda out: render.runs_table(out, rows))
+    """List runs, newest first: of every target, or of those --targets selects; a page of
+    --limit runs at a time (`next_after` in --json: the next page's --after)."""
+    page = commands.runs_page(state.view, status, limit, targets, after)
+    more = page["next_after"]
+    after_this = None if more is None else _next_list(status, limit, targets, more)
+    answer(as_json, page, lambda out: render.runs_table(out, page["runs"], after_this))
+
+
+def _next_list(status: str | None, limit: int, targets: str | None, after: str) -> str:
+    """The command line of the next page of a runs list: the same options, --after."""
+    words = ["aishell", "runs", "list", *(["--status", status] if status else [])]
+    words += ["--limit", str(limit), *(["--targets", targets] if targets else [])]
+    return shlex.join([*words, "--after", after])
 
 
 @runs.command("show")
 @run_id_argument
-@click.option("--sql", "with_sql", is_flag=True, help="Also list every statement the run sent.")
+@click.option(
+    "--sql", "with_sql", is_flag=True, help="Also list the statements of the steps shown."
+)
+@click.option(
+    "--step",
+    "start",
+    type=options.WholeNumber(min=0),
+    default=0,
+    show_default=True,
+    help="The first step shown (its index, from 0).",
+)
+@click.option(
+    "--limit",
+    type=options.WholeNumber(min=1, max=options.MOST_LISTED),
+    default=STEPS_SHOWN,
+    show_default=True,
+    help="The most steps shown; the whole run is checked whatever part is shown.",
+)
 @options.json_option
 @pass_state
-def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
-    """Show one run: its steps, their params, outputs and errors, and approvals."""
-    data = commands.show_run(state.config, run_id, with_sql=with_sql)
+def runs_show(
+    state: State, run_id: str, with_sql: bool, start: int, limit: int, as_json: bool
+) -> None:
+    """Show one run: its steps (--limit of them from --step on), their params, outputs
+    and errors, and the decisions on them."""
+    data = commands.show_run(state.config, run_id, with_sql=with_sql, start=start, limit=limit)
     if as_json:
         emit_json(machine.run_json(data))
     else:
@@ -59,6 +105,7 @@ def runs_show(state: State, run_id: str, with_sql: bool, as_json: bool) -> None:
         render.run_detail(console, data)
         if with_sql:
             render.statements(console, data["statements"])
+        render.steps_left(console, data, [] if limit == STEPS_SHOWN else ["--limit", str(limit)])
 
 
 @click.command()

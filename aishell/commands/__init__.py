@@ -69,6 +69,7 @@ __all__ = [
     "run_job",
     "run_schedule",
     "run_statements",
+    "runs_page",
     "save_plan",
     "scheduler_units",
     "serve_schedules",
@@ -105,7 +106,7 @@ if TYPE_CHECKING:
         metrics,
     )
     from aishell.commands.home import init_home, scheduler_units
-    from aishell.commands.listings import list_runs, list_targets, list_tools
+    from aishell.commands.listings import list_runs, list_targets, list_tools, runs_page
     from aishell.commands.planner import ask, check_planner, forget_drafts
     from aishell.commands.plans import (
         load_plan_file,
@@ -184,7 +185,7 @@ else:
                 "metrics",
             ),
             "aishell.commands.home": ("init_home", "scheduler_units"),
-            "aishell.commands.listings": ("list_runs", "list_targets", "list_tools"),
+            "aishell.commands.listings": ("list_runs", "list_targets", "list_tools", "runs_page"),
             "aishell.commands.planner": (
                 "ask",
                 "check_planner",

@@ -68,23 +68,39 @@ def list_runs(
     status: str | None = None,
     limit: int = 50,
     targets: str | None = None,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
     """The newest runs first; only those of the targets the selector `targets` picks
-    (config/selection.py) when given, else every run the store holds."""
+    (config/selection.py) when given, else every run the store holds; `after`: those
+    listed after that run (its full id), RunNotFound where the store holds none."""
     # Here, not at the top: the other listings open no store.
     from aishell.state.runlist import read_runs
 
     view = as_view(config)
     names = None if targets is None else _selected(view, targets)
     path = view.state_file()
-    found = None if path is None else read_runs(path, status, limit, names)
+    found = None if path is None else read_runs(path, status, limit, names, after)
     if found is not None:
         return found
     from aishell.state.store import StateStore  # the full way: make, upgrade or refuse
 
     # A list checks no signature: it needs no key (and works while the key is refused).
     with StateStore(view.full().state_url) as store:
-        return store.list_runs(status=status, limit=limit, targets=names)
+        return store.list_runs(status=status, limit=limit, targets=names, after=after)
+
+
+def runs_page(
+    config: Config | ConfigView,
+    status: str | None = None,
+    limit: int = 50,
+    targets: str | None = None,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """A page of list_runs: `runs`, and `next_after`, the run the next page is listed
+    after (None: this page is the last). One run more is read, to know."""
+    found = list_runs(config, status, limit + 1, targets, after)
+    shown = found[:limit]
+    return {"runs": shown, "next_after": shown[-1]["run_id"] if len(found) > limit else None}
 
 
 def list_tools(

@@ -345,17 +345,41 @@ def _check_tools_unchanged(registry: Registry, fingerprints: dict[str, str], sin
             )
 
 
-def show_run(config: Config, run_id: str, with_sql: bool = False) -> dict[str, Any]:
+def show_run(
+    config: Config,
+    run_id: str,
+    with_sql: bool = False,
+    start: int = 0,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """A run with its steps, events and approvals; with_sql adds the audit of every
-    statement it sent, as `statements`."""
+    statement it sent, as `statements`. With `limit`: that many of its steps from the
+    index `start` on, and only what is of them (StateStore.run_part: the whole run is
+    checked all the same), with `sizes` and `next_step`."""
     with signed_store(config) as store:
-        run = store.get_run(run_id)
+        if limit is None:
+            run = store.get_run(run_id)
+            shown = None
+        else:
+            run = store.run_part(run_id, start, limit)
+            _check_start(run, start)
+            shown = (start, run["steps"][-1]["index"] + 1) if run["steps"] else (start, start)
         run["window_ignored"] = [
             {**e["data"], "at": e["at"]} for e in run["events"] if e["kind"] == WINDOW_IGNORED
         ]
         if with_sql:
-            run["statements"] = _as_received(store.list_statements(run["run_id"]), run)
+            run["statements"] = _as_received(store.list_statements(run["run_id"], shown), run)
         return run
+
+
+def _check_start(run: dict[str, Any], start: int) -> None:
+    """A part that begins past the run's last step is a mistake in the asking."""
+    count = run["sizes"]["steps"]
+    if not run["steps"] and count and start:
+        raise UsageError(
+            f"Run {run['run_id']} has {count:,} steps (from 0 to {count - 1:,}); "
+            f"none from step {start:,} on"
+        )
 
 
 def run_statements(config: Config, run_id: str) -> list[dict[str, Any]]:

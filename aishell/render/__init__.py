@@ -35,6 +35,7 @@ __all__ = [
     "scheduler_units",
     "schedules_table",
     "statements",
+    "steps_left",
     "target_added",
     "target_check",
     "targets_checked",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
         run_summary,
         runs_table,
         statements,
+        steps_left,
     )
     from aishell.render.schedules import log_line, schedules_table, when
 else:
@@ -117,6 +119,7 @@ else:
                 "run_summary",
                 "runs_table",
                 "statements",
+                "steps_left",
             ),
             "aishell.render.schedules": (
                 "log_line",

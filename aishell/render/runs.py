@@ -4,6 +4,7 @@ and the statements it sent."""
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -156,7 +157,8 @@ def _dry_run_steps(out: Console, previewed: list[StepResult]) -> None:
 # --- the runs in the state store ---------------------------------------------------------
 
 
-def runs_table(out: Console, rows: list[dict[str, Any]]) -> None:
+def runs_table(out: Console, rows: list[dict[str, Any]], after_this: str | None = None) -> None:
+    """The runs, and `after_this`, the command that lists the next page, when there is one."""
     if not rows:
         out.print("No runs yet.")
         return
@@ -174,6 +176,8 @@ def runs_table(out: Console, rows: list[dict[str, Any]]) -> None:
             _took(row["created_at"], row["finished_at"]),
         )
     out.print(table)
+    if after_this:
+        out.print(safe_text(f"Older runs: {after_this}"))
 
 
 def approvals_table(out: Console, rows: list[dict[str, Any]]) -> None:
@@ -258,6 +262,20 @@ def run_detail(out: Console, run: dict[str, Any]) -> None:
                 f"{approval['reason']}"
             )
         )
+
+
+def steps_left(out: Console, run: dict[str, Any], options: list[str]) -> None:
+    """Which of a run's steps `runs show` showed, and the command that shows the next
+    ones (with `options` besides --step), when it did not show them all."""
+    count, shown = run["sizes"]["steps"], run["steps"]
+    if not shown or len(shown) == count:
+        return
+    line = f"Steps {shown[0]['index']:,} to {shown[-1]['index']:,} of {count:,} shown"
+    if run["next_step"] is not None:
+        more = ["aishell", "runs", "show", run["run_id"], "--step", str(run["next_step"])]
+        more += options
+        line += f"; the next: {shlex.join(more)}"
+    out.print(safe_text(line + "."))
 
 
 def statements(out: Console, rows: list[dict[str, Any]]) -> None:

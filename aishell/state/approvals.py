@@ -176,17 +176,21 @@ class ApprovalRepository(StoreCore):
         return latest
 
     def _approvals_of(
-        self, run_id: str, offset: int = 0, limit: int | None = None
+        self,
+        run_id: str,
+        offset: int = 0,
+        limit: int | None = None,
+        steps: tuple[int, int] | None = None,
     ) -> list[dict[str, Any]]:
         """Every decision on the run's steps (or `limit` of them, past the first
-        `offset`), oldest first, each checked against its signature (by time: a row
-        copied later keeps the time it was given)."""
+        `offset`; only those on the steps from `steps`' first index up to its second),
+        oldest first, each checked against its signature (by time: a row copied later
+        keeps the time it was given)."""
+        query = select(approvals).where(approvals.c.run_id == run_id)
+        if steps is not None:
+            query = query.where(approvals.c.step_idx.between(steps[0], steps[1] - 1))
         rows = self._conn.execute(
-            select(approvals)
-            .where(approvals.c.run_id == run_id)
-            .order_by(approvals.c.at, approvals.c.id)
-            .offset(offset or None)
-            .limit(limit)
+            query.order_by(approvals.c.at, approvals.c.id).offset(offset or None).limit(limit)
         ).all()
         self._conn.rollback()
         found = []

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from aishell.state.signing import SigningKey
 
 # The newest revision in migrations/versions (a test keeps the two equal).
-HEAD_REVISION = "0011_backup_seal"
+HEAD_REVISION = "0012_runs_newest"
 # The revision that holds the whole schema of the history before Alembic.
 BASELINE_REVISION = "0001_baseline"
 # The last meta.schema_version of the history before Alembic; the baseline keeps it

@@ -50,3 +50,14 @@ def ensure_tables(*tables: sa.Table) -> None:
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             if index.name not in indexes:
                 index.create(bind)
+
+
+def add_index(index: sa.Index) -> None:
+    """CREATE INDEX, unless the index's table has an index of that name already."""
+    bind = op.get_bind()
+    table = index.table
+    assert table is not None  # an index made on a table's columns
+    with inspected(bind) as found:
+        names = {i["name"] for i in found.get_indexes(table.name)}
+    if index.name not in names:
+        index.create(bind)

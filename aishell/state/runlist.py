@@ -54,6 +54,11 @@ _BEATS = (
     "ON b.hostname = runs.hostname AND b.pid = runs.pid AND b.pid_started = runs.pid_started "
     "AND runs.status = 'running'"
 )
+# The list's order, which the index ix_runs_newest holds (schema.py), and where the runs
+# listed after one run are: StateStore.list_runs's order and clause, as sqlite3 says them.
+NEWEST = "runs.created_at DESC, runs.run_id"
+_CREATED = "SELECT created_at FROM runs WHERE run_id = ?"
+AFTER = "runs.created_at <= ? AND (runs.created_at < ? OR runs.run_id > ?)"
 # A reader waits this long for a writer's lock; past it, the full open waits and
 # reports as it does for every command.
 _READ_WAIT_SECONDS = 1.0
@@ -121,10 +126,15 @@ def newest_runs(
 
 
 def read_runs(
-    path: Path, status: str | None, limit: int, targets: Sequence[str] | None
+    path: Path,
+    status: str | None,
+    limit: int,
+    targets: Sequence[str] | None,
+    after: str | None = None,
 ) -> list[dict[str, Any]] | None:
     """StateStore.list_runs of the SQLite store at `path`, read-only with sqlite3; None
-    where the store must be opened in full (see the module's doc)."""
+    where the store must be opened in full (see the module's doc), and where it holds
+    no run `after` (the full open says so)."""
     try:
         if not path.stat().st_size or not marker_of(path).exists():
             return None
@@ -134,11 +144,6 @@ def read_runs(
         side = path.with_name(path.name + suffix)
         if side.exists() and not os.access(side, os.W_OK):
             return None
-    where, values = _filters(status, targets)
-    query = f"SELECT {_COLUMNS}, {_BEATS}{where} ORDER BY runs.created_at DESC, runs.run_id"
-    if status not in LIVE:  # the store sorts and cuts; a live status only its rows tell
-        query += " LIMIT ?"
-        values.append(limit)
     try:
         opened = sqlite3.connect(
             f"file:{quote(str(path))}?mode=ro", uri=True, timeout=_READ_WAIT_SECONDS
@@ -147,6 +152,17 @@ def read_runs(
             revisions = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
             if revisions != [HEAD_REVISION]:
                 return None
+            where, values = _filters(status, targets)
+            if after is not None:
+                began = conn.execute(_CREATED, (after,)).fetchone()
+                if began is None:
+                    return None
+                where += f"{' AND ' if where else ' WHERE '}{AFTER}"
+                values += [began[0], began[0], after]
+            query = f"SELECT {_COLUMNS}, {_BEATS}{where} ORDER BY {NEWEST}"
+            if status not in LIVE:  # the store sorts and cuts; a live status only rows tell
+                query += " LIMIT ?"
+                values.append(limit)
             conn.row_factory = sqlite3.Row
             found = newest_runs(conn.execute(query, values), status, limit)
             conn.rollback()

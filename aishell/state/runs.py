@@ -93,17 +93,44 @@ class RunRepository(ApprovalRepository):
         full_id = run["run_id"]
         run["steps"] = self.run_steps(full_id)
         run["approvals"] = self._approvals_of(full_id)
-        run["events"] = [
-            {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": loads(r.data)}
-            for r in self._conn.execute(
-                # Each table's outcome in a shared step is in that step's output too.
-                select(events)
-                .where((events.c.run_id == full_id) & (events.c.kind != TABLE_DONE))
-                .order_by(events.c.id)
+        run["events"] = self._events_of(full_id)
+        return run
+
+    def run_part(self, run_id: str, start: int, limit: int) -> dict[str, Any]:
+        """A run as get_run reads it, but `limit` of its steps from the index `start` on,
+        with the decisions and events of those steps and the run's own events. The whole
+        run is checked first (check_runs, whose memory stays the same whatever its size):
+        a step changed outside aishell anywhere in it refuses every part, as it refuses
+        get_run. Besides: `sizes` (run_sizes), and `next_step`, the index the next part
+        begins at (None: this part holds the last step)."""
+        run = self.run_head(run_id)
+        full_id = run["run_id"]
+        self.check_runs([full_id])
+        found = self.run_steps(full_id, start, limit + 1)
+        shown = found[:limit]
+        end = shown[-1]["index"] + 1 if shown else start
+        run["steps"] = shown
+        run["approvals"] = self._approvals_of(full_id, steps=(start, end))
+        run["events"] = self._events_of(full_id, (start, end))
+        run["sizes"] = self.run_sizes(full_id)
+        run["next_step"] = found[-1]["index"] if len(found) > limit else None
+        return run
+
+    def _events_of(self, run_id: str, steps: tuple[int, int] | None = None) -> list[Any]:
+        """The run's events, oldest first: every one, or the run's own and those of the
+        steps from `steps`' first index up to its second."""
+        # Each table's outcome in a shared step is in that step's output too.
+        query = select(events).where((events.c.run_id == run_id) & (events.c.kind != TABLE_DONE))
+        if steps is not None:
+            query = query.where(
+                events.c.step_idx.is_(None) | events.c.step_idx.between(steps[0], steps[1] - 1)
             )
+        found = [
+            {"at": r.at, "step_index": r.step_idx, "kind": r.kind, "data": loads(r.data)}
+            for r in self._conn.execute(query.order_by(events.c.id))
         ]
         self._conn.rollback()
-        return run
+        return found
 
     def run_head(self, run_id: str) -> dict[str, Any]:
         """A run's own row, as the lists show it, checked against its signature; a unique
@@ -284,8 +311,9 @@ class RunRepository(ApprovalRepository):
                 f"No run with id '{run_id[:LONGEST_RUN_ID]}' in {self.location}; "
                 "`aishell runs list` shows them"
             )
-        return (runs.c.created_at < created) | (
-            (runs.c.created_at == created) & (runs.c.run_id > run_id)
+        # The first term bounds the read of the index (ix_runs_newest) from that run on.
+        return (runs.c.created_at <= created) & (
+            (runs.c.created_at < created) | (runs.c.run_id > run_id)
         )
 
     _run_dict = staticmethod(run_row)

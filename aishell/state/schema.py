@@ -60,6 +60,10 @@ runs = Table(
     # revision added it: a new store has the columns in the order the revisions give.
     Column("pid_started", String(32)),
 )
+# The runs list, newest first and then by id (runs.list_runs, runlist.read_runs): read
+# in this order, a page is its rows alone and the next one starts where it ended, where
+# a store without it sorts every run for each page (0012_runs_newest).
+Index("ix_runs_newest", runs.c.created_at.desc(), runs.c.run_id)
 
 steps = Table(
     "steps",

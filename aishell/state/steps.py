@@ -293,11 +293,16 @@ class StepRepository(StoreCore):
             )
         )
 
-    def list_statements(self, run_id: str) -> list[dict[str, Any]]:
+    def list_statements(
+        self, run_id: str, steps: tuple[int, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """The statements a run sent, in order: every one, or those of the steps from
+        `steps`' first index up to its second."""
         self.flush()
-        rows = self._conn.execute(
-            select(statements).where(statements.c.run_id == run_id).order_by(statements.c.id)
-        ).all()
+        query = select(statements).where(statements.c.run_id == run_id)
+        if steps is not None:
+            query = query.where(statements.c.step_idx.between(steps[0], steps[1] - 1))
+        rows = self._conn.execute(query.order_by(statements.c.id)).all()
         self._conn.rollback()
         return [
             {
