@@ -51,7 +51,9 @@ def test_a_store_whose_disk_fills_up_mid_run(home: Path, pg_url: str, tmp_path: 
         store_on(home, disk)
 
         def fill(_store: Path) -> None:
-            with open(disk / "filler", "wb") as out:
+            # Unbuffered: a write the full disk cuts short leaves nothing for close to
+            # flush (and fail on), whatever room the store left.
+            with open(disk / "filler", "wb", buffering=0) as out:
                 try:
                     while True:
                         out.write(b"\0" * 65536)
