@@ -1,11 +1,12 @@
 """What each page of the web view, and `runs list` and `runs show`, cost on a big state
-store: one run of 100,000 steps (its first 600 waiting for approval) among 10,000 runs.
-Each page is asked for through starlette's TestClient in a process of its own, which
-prints the page's time (the least of --rounds) and the peak of Python's allocations
-while it was made (tracemalloc), and the process's peak resident size (getrusage).
-`runs list` is the first page (50 runs) and `runs list --after` the page after the
-4,530th run; `runs show` is the big run as the command shows it (its first page of steps
-where the checkout pages them, else every step).
+store: one run of 100,000 steps (its first 600 waiting for approval) among 10,000 runs,
+and a backup catalog of 50,000 signed rows under 1,000 target names. Each page is asked
+for through starlette's TestClient in a process of its own, which prints the page's
+time (the least of --rounds) and the peak of Python's allocations while it was made
+(tracemalloc), and the process's peak resident size (getrusage). `runs list` is the
+first page (50 runs) and `runs list --after` the page after the 4,530th run; `runs
+show` is the big run as the command shows it (its first page of steps where the
+checkout pages them, else every step).
 
     python bench/view_pages.py [--rounds N] [--compare CHECKOUT]
 
@@ -32,11 +33,14 @@ HUGE_RUN = "h1huge000000"
 STEPS = 100_000
 RUNS = 10_000
 WAITING = 600
+BACKUPS = 50_000
+BACKUP_TARGETS = 1_000
 PAGES = (
     "/",
     "/runs",
     f"/runs/{HUGE_RUN}",
     "/approvals",
+    "/backups",
     "runs list",
     "runs list --after",
     "runs show",
@@ -134,6 +138,8 @@ with StateStore(config.state_url, key=load_key(config.home)) as store:
     store.finish_run({HUGE_RUN!r}, "waiting_approval", "waits")
 """
     subprocess.run([sys.executable, "-c", script], env=environ, cwd=home, check=True)
+    backup_rows = [sys.executable, "-c", BACKUP_ROWS, str(BACKUPS), str(BACKUP_TARGETS)]
+    subprocess.run(backup_rows, env=environ, cwd=home, check=True)
     with sqlite3.connect(home / "state.db") as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
         row = dict(zip(columns, conn.execute("SELECT * FROM runs").fetchone(), strict=True))
@@ -152,6 +158,39 @@ with StateStore(config.state_url, key=load_key(config.home)) as store:
             f"({', '.join(':' + c for c in columns)})",
             rows,
         )
+
+
+# Run in the home: BACKUPS catalog rows, signed with its key as a run signs them, each
+# target's rows of one file of the size they record (a stat finds it in place).
+BACKUP_ROWS = """
+import json, sqlite3, sys
+from pathlib import Path
+from aishell.config.models import load_config
+from aishell.state.seals import seal
+from aishell.state.signing import load_key
+n, targets = int(sys.argv[1]), int(sys.argv[2])
+config = load_config(None)
+key = load_key(config.home)
+folder = config.home / "bench-backups"
+folder.mkdir()
+for t in range(targets):
+    (folder / f"t{t:04d}.db").write_bytes(b"x" * 4096)
+rows = []
+for i in range(1, n + 1):
+    t = i % targets
+    row = {
+        "id": i, "target": f"t{t:04d}", "run_id": None, "kind": "full",
+        "path": str(folder / f"t{t:04d}.db"), "sha256": "ab" * 32, "size_bytes": 4096,
+        "manifest": json.dumps({"hostname": "bench", "tables": {"t": 1}}),
+        "created_at": f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T03:{i % 60:02d}:00.000+00:00",
+        "verified_at": None, "verification": None, "deleted_at": None,
+    }
+    rows.append({**row, "seal": seal(key, "backup", str(i), row)})
+with sqlite3.connect(config.home / "state.db") as conn:
+    columns = list(rows[0])
+    named = ", ".join(":" + c for c in columns)
+    conn.executemany(f"INSERT INTO backups ({', '.join(columns)}) VALUES ({named})", rows)
+"""
 
 
 def measure(checkout: Path, home: Path, path: str, rounds: int) -> dict[str, float] | None:

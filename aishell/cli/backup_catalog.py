@@ -111,7 +111,9 @@ def backups_adopt(
     Each backup's file is read again and checked against the sha256, size and manifest
     its row records; a row whose file is missing or differs is refused, one line each.
     What matches is shown and, once you confirm (--yes for scripts), signed with this
-    home's key: restore, validation and retention then trust it again."""
+    home's key: restore, validation and retention then trust it again. An incremental
+    backup is signed only when each backup it builds on is signed and unchanged, or is
+    adopted in the same command."""
     checked = commands.check_adoption(state.config, backup_ids, all_unsigned)
     ready = checked["ready"]
     if ready and not yes:

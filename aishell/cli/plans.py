@@ -138,8 +138,9 @@ plan.declared = declared_plan
 @pass_state
 def plan_rotate_key(state: State, force: bool, as_json: bool) -> None:
     """Replace this home's plan-signing key; plans signed with the old one are refused,
-    and so are the runs stored before (their history is no longer shown) and the
-    schedules (added again, they run). Refused while a run is not over, unless --force."""
+    and so are the runs stored before (their history is no longer shown), the schedules
+    (added again, they run) and the backups' catalog rows (`aishell backups adopt
+    --all-unsigned` signs them again). Refused while a run is not over, unless --force."""
     rotated = commands.rotate_plan_key(state.config, force)
     if as_json:
         emit_json(rotated)
@@ -160,6 +161,12 @@ def plan_rotate_key(state: State, force: bool, as_json: bool) -> None:
             "Schedules signed with the old key run no trigger until added again "
             f"(`aishell schedule remove NAME`, then `schedule add`): "
             f"{', '.join(rotated['schedules_to_add_again'])}"
+        )
+    if rotated["backups_to_adopt"]:
+        click.echo(
+            f"{rotated['backups_to_adopt']} kept backup row(s) are not signed with the new "
+            "key: restore, validation and retention refuse them and no backup age counts "
+            f"them until `{rotated['adopt_command']}` signs those whose files still match"
         )
 
 

@@ -215,14 +215,20 @@ def load_plan_file(path: Path) -> SavedPlan:
     return SavedPlan.parse(data, str(path))
 
 
+# What signs with the home's key the kept backup rows no key it has signed (commands/adopt.py).
+ADOPT_ALL = "aishell backups adopt --all-unsigned"
+
+
 def rotate_plan_key(config: Config, force: bool = False) -> dict[str, Any]:
     """A new signing key for this home; plans signed with the old one are refused, and
-    so are the runs and schedules the state store holds (signed with it too). Refused
+    so are the runs, schedules and backup rows the state store holds (signed with it
+    too; `backups_to_adopt`: the kept backup rows, which ADOPT_ALL signs anew). Refused
     while a run is not over (without `force`): it could no longer be approved or
     resumed."""
     with StateStore(config.state_url) as store:
         runs = store.list_runs(limit=100_000)
         schedules = [s["name"] for s in store.list_schedules()]
+        kept_backups = store.kept_backup_count()
     open_runs = [r["run_id"] for r in runs if r["status"] not in FINISHED]
     if open_runs and not force:
         shown = ", ".join(open_runs[:5]) + (", ..." if len(open_runs) > 5 else "")
@@ -239,6 +245,10 @@ def rotate_plan_key(config: Config, force: bool = False) -> dict[str, Any]:
         "runs_no_longer_readable": len(runs),
         # Signed with the old key, a schedule runs no trigger until it is added again.
         "schedules_to_add_again": schedules,
+        # Nor does a backup's row count anywhere (restorable, fresh, kept) until a person
+        # adopts it: its file read again and matched, it is signed with the new key.
+        "backups_to_adopt": kept_backups,
+        "adopt_command": ADOPT_ALL if kept_backups else None,
     }
 
 

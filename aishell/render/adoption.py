@@ -24,6 +24,7 @@ def adoption_preview(out: Console, checked: dict[str, Any]) -> None:
             safe_text(
                 f"  sha256 {row['sha256']}, {human_size(row['size_bytes'])}: matches its "
                 f"file; database {row['database'] or 'not named by its manifest'}"
+                + (f"; builds on backup {row['builds_on']}" if row.get("builds_on") else "")
             )
         )
     adoption_refusals(out, checked["refused"])

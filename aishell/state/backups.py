@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, insert, select, update
+from sqlalchemy import ColumnElement, Select, func, insert, select, update
 
 from aishell.errors import StateError, StateTampered
 from aishell.state.core import StoreCore
@@ -216,6 +216,31 @@ class BackupCatalog(StoreCore):
         if ids is not None:
             return found
         return [r for r in found if self._seal_error(r) is not None and adoptable(self._key, r)]
+
+    def kept_backup_count(self) -> int:
+        """How many backup rows are kept (not deleted), counted by the store: after `plan
+        rotate-key`, the rows its new key vouches for none of."""
+        count = self._conn.execute(
+            select(func.count()).select_from(backups).where(backups.c.deleted_at.is_(None))
+        ).scalar_one()
+        self._conn.rollback()
+        return int(count)
+
+    def kept_backups_at(self, paths: Iterable[str]) -> list[dict[str, Any]]:
+        """Rows as stored (every column) of the backups not deleted whose file is at one of
+        `paths`, oldest first: the links of a chain `backups adopt` walks, by the path an
+        incremental's manifest names its parent by."""
+        wanted = sorted({*paths, *(os.path.realpath(p) for p in paths)})
+        if not wanted:
+            return []
+        query = (
+            select(backups)
+            .where(backups.c.path.in_(wanted) & backups.c.deleted_at.is_(None))
+            .order_by(backups.c.id)
+        )
+        found = [dict(r._mapping) for r in self._conn.execute(query)]
+        self._conn.rollback()
+        return found
 
     def adopt_backup(self, stored: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
         """Sign a backup's row with the home's key, as `stored` says it was when its files

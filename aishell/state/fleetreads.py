@@ -210,29 +210,77 @@ class FleetReadings(StoreCore):
             deleted = shown.get(rows_purged[tool]) if isinstance(shown, dict) else None
             rows[run_id] = rows.get(run_id, 0) + int(deleted or 0)
 
-    def backup_summary(self) -> dict[str, dict[str, Any]]:
-        """Per target name the catalog files backups under: when its newest backup of any
-        kind still kept was taken, and how many are kept, of whatever database. Only
-        backups still in place count (in_place, as retention judges them): one deleted,
-        or whose file is gone, moved or cut short, or whose row the home's key did not sign as
-        it is (sealed), is counted nowhere. How old the newest
-        restorable backup of the database a target reaches now is, is newest_restorable's
-        (reached.py). One statement for every target."""
+    def backup_targets(
+        self, configured: Sequence[str], offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        """The target names from the `offset`-th on, at most `limit`, of `configured` and
+        those the catalog keeps a backup row under (not deleted), by name; and how many
+        there are, counted by the store. Only names are read, never a row's fields."""
         self.flush()
-        # Every column: a row is counted only as the home's key signed it (sealed).
-        rows = self._conn.execute(
-            select(backups, runs.c.hostname)
-            .outerjoin(runs, runs.c.run_id == backups.c.run_id)
-            .where(backups.c.deleted_at.is_(None))
+        named = backups.c.deleted_at.is_(None) & backups.c.target.not_in(list(configured))
+        others = self._conn.execute(
+            select(backups.c.target)
+            .where(named)
+            .group_by(backups.c.target)
+            .order_by(backups.c.target)
+            .limit(offset + limit)
+        ).scalars()
+        shown = sorted({*configured, *others})[offset : offset + limit]
+        total = self._conn.execute(
+            select(func.count(func.distinct(backups.c.target))).where(named)
+        ).scalar_one()
+        self._conn.rollback()
+        return shown, len(set(configured)) + int(total)
+
+    def backup_counts(self, names: Sequence[str]) -> dict[str, int]:
+        """Per target of `names`: how many backup rows the catalog keeps (not deleted),
+        signed or not, in place or not, counted by the store."""
+        self.flush()
+        counted = self._conn.execute(
+            select(backups.c.target, func.count())
+            .where(backups.c.deleted_at.is_(None) & backups.c.target.in_(list(names)))
+            .group_by(backups.c.target)
         ).all()
         self._conn.rollback()
-        summary: dict[str, dict[str, Any]] = {}
-        for row in sealed(self._key, rows):
-            manifest = loads(row.manifest)
-            said = manifest.get("hostname") if isinstance(manifest, dict) else None
-            if not in_place(row.path, row.size_bytes, said or row.hostname):
-                continue
-            found = summary.setdefault(row.target, {"newest_at": None, "kept": 0})
-            found["kept"] += 1
-            found["newest_at"] = max(found["newest_at"] or "", row.created_at)
-        return summary
+        return {target: int(n) for target, n in counted}
+
+    def newest_kept(self, names: Sequence[str], looked: int) -> dict[str, str]:
+        """Per target of `names`: when its newest backup of any kind still kept was taken,
+        of whatever database, among its `looked` newest rows not deleted: only one in
+        place (in_place, as retention judges it) and whose row the home's key signed as
+        it is (sealed). One statement for every target; its rows are read newest first
+        and no further than each target's answer."""
+        self.flush()
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=backups.c.target,
+                order_by=(backups.c.created_at.desc(), backups.c.id.desc()),
+            )
+            .label("rank")
+        )
+        ranked = (
+            select(backups.c.id, rank)
+            .where(backups.c.deleted_at.is_(None) & backups.c.target.in_(list(names)))
+            .subquery()
+        )
+        # Every column: a row is counted only as the home's key signed it (sealed).
+        query = (
+            select(backups, runs.c.hostname)
+            .join(ranked, ranked.c.id == backups.c.id)
+            .outerjoin(runs, runs.c.run_id == backups.c.run_id)
+            .where(ranked.c.rank <= looked)
+            .order_by(ranked.c.rank, backups.c.target)
+        )
+        found: dict[str, str] = {}
+        with self._conn.execute(query) as rows:
+            # A target answered: its older rows are not checked against their signature.
+            for row in sealed(self._key, (r for r in rows if r.target not in found)):
+                manifest = loads(row.manifest)
+                said = manifest.get("hostname") if isinstance(manifest, dict) else None
+                if in_place(row.path, row.size_bytes, said or row.hostname):
+                    found[row.target] = row.created_at
+                    if len(found) == len(names):
+                        break
+        self._conn.rollback()
+        return found

@@ -15,6 +15,9 @@ RUNS_SHOWN = 200
 # The most rows of one table a page shows (a run's steps or decisions, the waiting
 # approvals): a run of 100,000 steps is a page of a bounded size, saying what it leaves.
 ROWS_SHOWN = 500
+# The newest rows of a target the backups page reads for its newest backup in place and
+# signed: a target of 100,000 unsigned rows costs what one of ten does.
+KEPT_LOOKED = 10
 
 
 def fleet_page(config: Config) -> dict[str, Any]:
@@ -70,29 +73,38 @@ def approvals_page(config: Config, offset: int = 0) -> dict[str, Any]:
     }
 
 
-def backups_page(config: Config) -> dict[str, Any]:
-    """Every configured target, and any other the catalog holds backups of (the first
-    ROWS_SHOWN by name): the newest restore-proven backup of the database it reaches now
-    (or why none is vouched), and the backups kept under its name."""
+def backups_page(config: Config, offset: int = 0) -> dict[str, Any]:
+    """ROWS_SHOWN targets by name, from the `offset`-th on, of every configured one and
+    any other the catalog keeps backup rows under (the store counts them): the newest
+    restore-proven backup of the database each reaches now (or why none is vouched), the
+    newest of its KEPT_LOOKED newest rows signed and in place, and how many rows the
+    catalog keeps under its name, counted by the store. No other row is read."""
     now = datetime.now(UTC)
     # With the home's key: a row not signed as it is is counted nowhere (sealed).
     with checking_store(config) as store:
-        summary = store.backup_summary()
-        every = sorted({*fleet_targets(config), *summary})
-        names = every[:ROWS_SHOWN]
+        names, total = store.backup_targets(fleet_targets(config), offset, ROWS_SHOWN)
+        recorded = store.backup_counts(names)
+        kept = store.newest_kept(names, KEPT_LOOKED)
         newest = store.newest_restorable(config, names)
     rows = []
     for name in names:
-        found = summary.get(name, {"newest_at": None, "kept": 0})
         proven = backup_age(newest[name], now)
         rows.append(
             {
                 "target": name,
-                **found,
+                "recorded": recorded.get(name, 0),
+                "newest_at": kept.get(name),
                 "proven_at": proven["proven_at"],
                 "reason": proven["reason"],
                 "proven_age_seconds": proven["age_seconds"],
-                "newest_age_seconds": age_seconds(now, found["newest_at"]),
+                "newest_age_seconds": age_seconds(now, kept.get(name)),
             }
         )
-    return {"backups": rows, "backups_left": len(every) - len(names)}
+    after = offset + len(names)
+    return {
+        "backups": rows,
+        "total": total,
+        "offset": offset,
+        "looked": KEPT_LOOKED,
+        "next_offset": after if total > after else None,
+    }

@@ -225,7 +225,11 @@ def make_app(config: Config, token: bytes | None) -> ASGIApp:
             page("approvals.html", pages.approvals_page, query=("offset",)),
             methods=["GET"],
         ),
-        Route("/backups", page("backups.html", pages.backups_page), methods=["GET"]),
+        Route(
+            "/backups",
+            page("backups.html", pages.backups_page, query=("offset",)),
+            methods=["GET"],
+        ),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Guard(Starlette(routes=routes), token)

@@ -83,4 +83,5 @@ def test_every_page_is_bounded(edit_config: EditConfig, home: Path, demo_templat
     backups = view.get("/backups").text
     # The four configured targets with them; alpha and beta among the catalogued.
     assert backups.count("<tr>") == 1 + ROWS_SHOWN
-    assert f"{CATALOGUED + 4 - ROWS_SHOWN} more: <code>aishell backups list" in backups
+    assert f"Targets 1 to {ROWS_SHOWN} of {CATALOGUED + 4}, by name." in backups
+    assert f'href="/backups?offset={ROWS_SHOWN}">Next targets' in backups

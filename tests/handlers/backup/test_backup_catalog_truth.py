@@ -52,12 +52,13 @@ def test_the_fleet_summary_counts_only_backups_still_in_place(home: Path, demo_d
     older = _backup(config)
     newer = _backup(config)
     with StateStore(config.state_url, key=load_key(config.home)) as store:
-        assert store.backup_summary()["db"] == {"newest_at": newer["created_at"], "kept": 2}
+        assert store.newest_kept(["db"], 10) == {"db": newer["created_at"]}
         assert store.newest_restorable(config, ["db"])["db"].created_at == newer["created_at"]
     # Deleted by hand: it keeps nothing safe, and the figures say so.
     Path(newer["path"]).unlink()
     with StateStore(config.state_url, key=load_key(config.home)) as store:
-        assert store.backup_summary()["db"] == {"newest_at": older["created_at"], "kept": 1}
+        assert store.newest_kept(["db"], 10) == {"db": older["created_at"]}
+        assert store.backup_counts(["db"]) == {"db": 2}  # rows kept, in place or not
         assert store.newest_restorable(config, ["db"])["db"].created_at == older["created_at"]
     # A row deleted by retention proves nothing either, its file gone or not.
     conn = sqlite3.connect(home / "state.db")
@@ -65,5 +66,5 @@ def test_the_fleet_summary_counts_only_backups_still_in_place(home: Path, demo_d
     conn.commit()
     conn.close()
     with StateStore(config.state_url, key=load_key(config.home)) as store:
-        assert "db" not in store.backup_summary()
+        assert store.newest_kept(["db"], 10) == {}
         assert store.newest_restorable(config, ["db"])["db"].backup is None

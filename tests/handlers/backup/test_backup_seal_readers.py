@@ -49,7 +49,7 @@ def _readings(config: Config) -> dict[str, Any]:
         "fleet": fleet["backup"]["proven_at"],
         "metrics": 'aishell_backup_age_seconds{target="db"}' in commands.metrics(config),
         "alert": [a["subject"] for a in commands.check_alerts(config)["firing"]],
-        "page": (page["proven_at"], page["kept"]),
+        "page": (page["proven_at"], page["newest_at"], page["recorded"]),
         "preview": any(r.startswith(NEEDS) for r in step.reasons),
     }
 
@@ -75,13 +75,15 @@ def test_a_backup_row_changed_in_the_store_counts_as_no_backup_anywhere(
     sound = _readings(config)
     assert sound["listed"] == older["id"] and sound["fleet"] == older["created_at"]
     assert sound["metrics"] and sound["alert"] == []
-    assert sound["page"] == (older["created_at"], 1) and not sound["preview"]
+    assert sound["page"] == (older["created_at"], older["created_at"], 1)
+    assert not sound["preview"]
 
     _changed(config, older, change)
     after = _readings(config)
     assert after["listed"] is None and after["fleet"] is None
     assert not after["metrics"] and after["alert"] == ["db"]
-    assert after["page"] == (None, 0) and after["preview"]
+    # Still a row the catalog keeps, counted as one; as a backup, counted nowhere.
+    assert after["page"] == (None, None, 1) and after["preview"]
 
 
 def test_a_home_without_its_key_vouches_for_no_backup(store_config: Config) -> None:  # noqa: F811
