@@ -25,6 +25,7 @@ from aishell.targets.limits import (
     sever,
     statement_limit,
 )
+from aishell.targets.sqlitewait import waiting_mark
 from aishell.targets.watchdog import Watchdog
 from aishell.units import took
 
@@ -215,7 +216,9 @@ def in_flight(conn: Connection) -> object | None:
     if conn.closed or conn.invalidated:  # see _driver
         return None
     try:
-        return conn.connection.info.get(IN_FLIGHT_KEY)
+        fairy = conn.connection
+        # A SQLite statement is marked while it waits for its file (sqlitewait.py).
+        return fairy.info.get(IN_FLIGHT_KEY) or waiting_mark(fairy.driver_connection)
     except Exception:  # closed meanwhile, by the thread running the step
         return None
 

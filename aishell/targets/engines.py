@@ -425,10 +425,9 @@ def _open_sqlite(
     def connect() -> sqlite3.Connection:
         # The driver is imported when a SQLite target is opened, not with this module:
         # `targets list` and the other commands that open no target import no driver.
-        import sqlite3
+        from aishell.targets.sqlitewait import connect_waiting
 
-        # timeout: SQLite's busy timeout, set by the driver (no number in a PRAGMA's text).
-        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=busy_seconds)
+        return connect_waiting(uri, busy_seconds)
 
     def sqlite_engine(**pooling: Any) -> Engine:
         # Named parameters, bound by SQLite's own tokenizer: in the default positional

@@ -24,6 +24,7 @@ from aishell.sqltext import text
 from aishell.targets.deadlines import cancel_then_sever, in_flight
 from aishell.targets.limits import LIMITS_KEY, Limits
 from aishell.targets.ownsessions import session_id
+from aishell.targets.sqlitewait import waits_for_file
 from aishell.targets.watchdog import Watchdog
 
 # How long a statement waits before the server is asked about it: one just sent may not
@@ -45,9 +46,12 @@ _RUNS = {
 
 def busy_on_server(engine: Engine, dbapi: Any) -> bool:
     """True while the server runs a statement of dbapi's session (or nothing can be
-    asked: SQLite, whose statements run in this process); False when the server runs
-    none of it, has no such session, or does not answer within the target's timeouts,
-    which bound the question's connect and read as any of the engine's."""
+    asked: SQLite, whose statements run in this process, unless one waits for its file
+    and has not begun); False when the server runs none of it, has no such session, or
+    does not answer within the target's timeouts, which bound the question's connect
+    and read as any of the engine's."""
+    if engine.dialect.name == "sqlite":
+        return not waits_for_file(dbapi)
     asked = _RUNS.get(engine.dialect.name)
     ident = session_id(dbapi)
     if asked is None or ident is None:

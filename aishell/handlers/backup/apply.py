@@ -38,6 +38,7 @@ from aishell.handlers.backup.sqliteincrement import carry_sequences
 from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier, quote_plain_identifier, text
 from aishell.targets.lockholders import lock_holders
+from aishell.targets.sqlitewait import heeding_waits
 from aishell.tool.context import ToolContext
 from aishell.tool.side import Side
 from aishell.units import took
@@ -84,7 +85,9 @@ def sqlite_apply(
                 progress.reached(before + size * (total - remaining) // total)
 
         try:
-            source.backup(conn, pages=BACKUP_PAGES, progress=copied)
+            # conn: a restore's target, whose file another process may hold.
+            with heeding_waits(conn, copied) as look:
+                source.backup(conn, pages=BACKUP_PAGES, progress=look)
         finally:
             source.close()
     else:
@@ -112,7 +115,8 @@ def sqlite_chain_apply(
             for link, manifest, progress, before in each_file(chain, ctx):
                 sqlite_apply(copy, link, manifest, progress, before)
             copying()
-            copy.backup(conn, pages=BACKUP_PAGES)
+            with heeding_waits(conn) as look:
+                copy.backup(conn, pages=BACKUP_PAGES, progress=look)
         finally:
             copy.close()
 

@@ -61,6 +61,7 @@ from aishell.state.backups import DATABASE_KEY, database_of, refused
 from aishell.targets.appcode import stops_rewrite
 from aishell.targets.catalog import user_tables
 from aishell.targets.identity import backup_identity
+from aishell.targets.sqlitewait import heeding_waits
 from aishell.tool.context import ToolContext
 from aishell.units import exact, stamp
 
@@ -395,7 +396,8 @@ def _copy_pages(ctx: ToolContext, partial: Path) -> None:
     copy = sqlite3.connect(partial)
     try:
         # Every page in one step: one read transaction, so a writer cannot restart it.
-        source.backup(copy, pages=-1)
+        with heeding_waits(source) as look:
+            source.backup(copy, pages=-1, progress=look)
     finally:
         copy.close()
 

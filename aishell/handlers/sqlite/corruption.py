@@ -31,6 +31,7 @@ from aishell.risk import RiskLevel
 from aishell.sqltext import quote_identifier, text
 from aishell.targets.appcode import stops_check
 from aishell.targets.catalog import sqlite_shadows_sql
+from aishell.targets.sqlitewait import heeding_waits
 from aishell.tool.context import ToolContext
 
 # What a table whose integrity_check needs the application's code is.
@@ -149,7 +150,8 @@ def _backup_copy(ctx: ToolContext, label: str) -> Path:
     with partial_file(final, ctx, "copying the database before its repair to") as partial:
         dest = sqlite3.connect(partial)
         try:
-            source.backup(dest)
+            with heeding_waits(source) as look:
+                source.backup(dest, progress=look)
         finally:
             dest.close()
     return final
