@@ -253,16 +253,31 @@ def sessions_in_transaction(site: Site) -> set[int]:
         return {int(i) for i in found.scalars()}
 
 
-def in_transaction_soon(site: Site, bound: float = 2.0) -> set[int]:
+def in_transaction_soon(site: Site, bound: float = 10.0) -> set[int]:
     """sessions_in_transaction, asked again for up to `bound` seconds: MariaDB's
-    INNODB_TRX is a copy refreshed at most every 0.1 s, which a loaded machine may show
-    from before the transaction began."""
+    INNODB_TRX is a copy refreshed at most every 0.1 s, which a loaded machine (a load
+    of ten on two cores) may show from before the transaction began."""
     deadline = time.monotonic() + bound
     found = sessions_in_transaction(site)
     while not found and time.monotonic() < deadline:
         time.sleep(0.1)
         found = sessions_in_transaction(site)
     return found
+
+
+def sessions_shown(site: Site) -> list[Any]:
+    """What the server shows of the scratch database's sessions and of every open
+    transaction: said when none was seen holding a batch's."""
+    with site.db.connect() as conn:
+        if site.dialect == "postgresql":
+            query = "SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE datname = :d"
+        else:
+            query = (
+                "SELECT p.ID, p.COMMAND, p.STATE, p.INFO, t.trx_id, t.trx_state "
+                "FROM information_schema.PROCESSLIST p LEFT JOIN information_schema.INNODB_TRX t "
+                "ON t.trx_mysql_thread_id = p.ID WHERE p.DB = :d"
+            )
+        return [tuple(r) for r in conn.execute(text(query), {"d": site.database})]
 
 
 def still_there(site: Site, ids: set[int]) -> bool:
@@ -352,7 +367,7 @@ def test_a_run_killed_at_each_point_of_a_batch_deletes_archives_and_counts_each_
             holders = holders or in_transaction_soon(s)
             doubt = in_doubt(s, run_id)
             assert still_there(s, doubt), "the held batch's rows are gone before its COMMIT"
-            assert holders, "no session holds the batch's transaction"
+            assert holders, f"no session holds the batch's transaction: {sessions_shown(s)}"
         sigkill(proc)
         assert sessions_in_transaction(s) >= holders  # the server's side lives on
         resumed = resume(s, run_id)
