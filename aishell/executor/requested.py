@@ -1,4 +1,5 @@
-"""`aishell stop` reaches a statement whose server stopped answering it.
+"""`aishell stop` reaches a statement whose server stopped answering it, or that only
+waits for a lock.
 
 A stop asked with `aishell stop` is a row in the store that the loop reads between
 steps (and a long tool between batches): the running statement is let to end. One
@@ -7,11 +8,14 @@ while the run lock's session still answers) never ends, and the stop waited out 
 step's limit (an hour by default, a purge's a day). So while a statement waits, a
 thread of its own reads the store for a stop each REQUEST_POLL_SECONDS, on a store
 connection of its own (the run's is the step's thread's); once it sees one, it asks
-the server, on a session of the target's own, whether it still runs that statement:
-a statement the server runs is let to end, as before (asked again each
-read_timeout_seconds); one it runs not, or a server that does not answer the
-question, is cancelled and its socket closed, as a signal's stop does. The step then
-ends interrupted and the run resumable.
+the server, on a session of the target's own, whether it still works on that
+statement: one the server works on is let to end, as before (asked again each
+REQUEST_POLL_SECONDS, one question a statement, since it may come to wait for a lock);
+one it runs not, one that only waits for a lock another session holds (which would
+wait out the target's lock_timeout_ms, minutes maybe, with nothing of it to finish),
+or a server that does not answer the question, is cancelled (and its socket closed if
+the cancel gets no answer), as a signal's stop does. The step then ends interrupted
+and the run resumable.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from aishell.errors import AishellError
 from aishell.executor.stopping import Stopping
 from aishell.state.store import StateStore
 from aishell.targets.deadlines import in_flight
-from aishell.targets.sessionbusy import abandoned, read_timeout_of
+from aishell.targets.sessionbusy import stoppable
 
 # How often the store is read for a stop while a statement waits, and how long a
 # statement waits before the store is first read (a quick step costs no read).
@@ -69,11 +73,10 @@ def _watch(stopping: Stopping, store: StateStore, done: threading.Event) -> None
                 stopping.requested = reader.stop_requested(stopping.run_id)
                 if stopping.requested is None:
                     continue
-            if any(abandoned(conn, mark) for conn, mark in old):
+            if any(stoppable(conn, mark) for conn, mark in old):
                 if not done.is_set():  # a run that ended meanwhile has nothing to cut
                     stopping.cancel_running()
                 return
-            done.wait(max(read_timeout_of(conn) for conn, _ in old))
     except (AishellError, SQLAlchemyError):
         return  # the store failed: the loop's own read of it says so between steps
     finally:

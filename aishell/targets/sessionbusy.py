@@ -5,19 +5,22 @@ VACUUM FULL) or lost on the way (a connection gone silent: a NAT or firewall tha
 dropped the flow, a pooler that hung), which no wait on its own socket tells apart. The
 server's own list of sessions does: the session's process is running a statement, or it
 is idle, or it is gone. A server that does not answer the question within the target's
-timeouts is silent too.
+timeouts is silent too. The same list tells a statement that only waits for a lock
+another session holds (which has nothing to finish until that session lets go, so a stop
+loses nothing by cancelling it) from one that works.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aishell.errors import AishellError
 from aishell.sqltext import text
@@ -43,6 +46,33 @@ _RUNS = {
     ),
 }
 
+# By dialect: true while the session runs a statement that does not wait for a lock
+# (PostgreSQL: a heavyweight lock, wait_event_type 'Lock'; MySQL/MariaDB: a metadata or
+# table lock, named in the thread's state, or an InnoDB row lock).
+_WORKS = {
+    "postgresql": (
+        "SELECT state = 'active' AND wait_event_type IS DISTINCT FROM 'Lock' "
+        "FROM pg_catalog.pg_stat_activity WHERE pid = :id"
+    ),
+    "mysql": (
+        "SELECT p.COMMAND IN ('Query', 'Execute') "
+        "AND COALESCE(p.STATE, '') NOT LIKE 'Waiting for %lock' "
+        "AND NOT EXISTS (SELECT 1 FROM information_schema.INNODB_TRX t "
+        "WHERE t.trx_mysql_thread_id = p.ID AND t.trx_state = 'LOCK WAIT') "
+        "FROM information_schema.PROCESSLIST p WHERE p.ID = :id"
+    ),
+}
+# MySQL/MariaDB's INNODB_TRX needs the PROCESS privilege; without it only the state's
+# lock waits are seen (a row lock wait counts as work).
+_WORKS_WITHOUT_PROCESS = (
+    "SELECT COMMAND IN ('Query', 'Execute') AND COALESCE(STATE, '') NOT LIKE 'Waiting for %lock' "
+    "FROM information_schema.PROCESSLIST WHERE ID = :id"
+)
+# ER_SPECIFIC_ACCESS_DENIED_ERROR: the PROCESS privilege is missing.
+_NEEDS_PROCESS = 1227
+# The engines whose user lacks it, so that each check is one query.
+_WITHOUT_PROCESS: weakref.WeakSet[Engine] = weakref.WeakSet()
+
 
 def busy_on_server(engine: Engine, dbapi: Any) -> bool:
     """True while the server runs a statement of dbapi's session (or nothing can be
@@ -50,15 +80,42 @@ def busy_on_server(engine: Engine, dbapi: Any) -> bool:
     and has not begun); False when the server runs none of it, has no such session, or
     does not answer within the target's timeouts, which bound the question's connect
     and read as any of the engine's."""
+    return _asked(engine, dbapi, _RUNS.get(engine.dialect.name))
+
+
+def working_on_server(engine: Engine, dbapi: Any) -> bool:
+    """As busy_on_server, but False too while the statement waits for a lock another
+    session holds."""
+    if engine.dialect.name == "mysql" and engine not in _WITHOUT_PROCESS:
+        try:
+            return _asked(engine, dbapi, _WORKS["mysql"], refused=_NEEDS_PROCESS)
+        except _Refused:
+            _WITHOUT_PROCESS.add(engine)
+    if engine.dialect.name == "mysql":
+        return _asked(engine, dbapi, _WORKS_WITHOUT_PROCESS)
+    return _asked(engine, dbapi, _WORKS.get(engine.dialect.name))
+
+
+class _Refused(Exception):
+    """The server refused the question with the error number asked about."""
+
+
+def _asked(engine: Engine, dbapi: Any, asked: str | None, refused: int | None = None) -> bool:
+    """The answer to `asked` about dbapi's session (busy_on_server); _Refused when the
+    server refuses it with MySQL error number `refused`."""
     if engine.dialect.name == "sqlite":
         return not waits_for_file(dbapi)
-    asked = _RUNS.get(engine.dialect.name)
     ident = session_id(dbapi)
     if asked is None or ident is None:
         return True
     try:
         with engine.connect() as other:
             row = other.execute(text(asked), {"id": ident}).first()
+    except DBAPIError as exc:
+        code = getattr(exc.orig, "args", (None,))[:1]
+        if refused is not None and code == (refused,):
+            raise _Refused from exc
+        return False
     except (SQLAlchemyError, AishellError):
         return False
     return bool(row is not None and row[0])
@@ -67,13 +124,27 @@ def busy_on_server(engine: Engine, dbapi: Any) -> bool:
 def abandoned(conn: Connection, mark: object) -> bool:
     """Whether the statement marked `mark` (deadlines.in_flight) still waits on conn
     and the server does not run it, or does not answer the question."""
+    return _still_waits_and(conn, mark, busy_on_server)
+
+
+def stoppable(conn: Connection, mark: object) -> bool:
+    """Whether a stop may cancel the statement marked `mark` now: it still waits on conn
+    and the server does not run it, runs it only to wait for a lock another session
+    holds (nothing to finish before that session lets go), or does not answer the
+    question. A statement the server works on is let to end."""
+    return _still_waits_and(conn, mark, working_on_server)
+
+
+def _still_waits_and(conn: Connection, mark: object, on_server: Callable[..., bool]) -> bool:
+    """Whether the statement marked `mark` still waits on conn and on_server (asked
+    about its session) says False."""
     if conn.closed or conn.invalidated:  # either would open a new connection on access
         return False
     try:
         dbapi = conn.connection.driver_connection
     except (SQLAlchemyError, AttributeError):
         return False  # closed meanwhile: what ran on it ended
-    busy = busy_on_server(conn.engine, dbapi)
+    busy = on_server(conn.engine, dbapi)
     return not busy and in_flight(conn) is mark
 
 
